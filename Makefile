@@ -1,0 +1,41 @@
+# Every target sets itself up: it creates .venv when missing and installs torch first
+# (TORCH_SPEC, a CPU build by default; e.g. TORCH_SPEC="torch" for a CUDA build), then the package.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.scalex-installed
+BENCH_STAMP := $(VENV)/.scalex-bench-installed
+OUTDIR ?= demo_output
+
+.PHONY: demo test test-slow lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+demo: $(STAMP)  ## the main job on the shipped data
+	$(BIN)/scalex-scvi demo --outdir $(OUTDIR)
+
+test: $(STAMP)  ## the fast test suite (what CI runs)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)  ## full-training and large-data tests
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: $(BENCH_STAMP)  ## the benchmark panel on ../shared/data (SCALEX_SCVI_DATA_DIR)
+	cd benchmarks && ../$(BIN)/python scaling.py
+
+clean:
+	rm -rf $(OUTDIR) .pytest_cache .ruff_cache

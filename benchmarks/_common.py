@@ -1,0 +1,94 @@
+"""Shared helpers of the benchmark scripts: data location, provenance, simple timers."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+PACKAGES = (
+    "scalex-scvi",
+    "scvi-tools",
+    "torch",
+    "lightning",
+    "anndata",
+    "scanpy",
+    "scib-metrics",
+    "scikit-learn",
+    "numpy",
+    "jax",
+    "umap-learn",
+    "harmonypy",
+    "scanorama",
+)
+
+
+def data_dir() -> Path:
+    """The data directory: $SCALEX_SCVI_DATA_DIR, else ../shared/data beside the repository."""
+    return Path(os.environ.get("SCALEX_SCVI_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+def read(name: str) -> ad.AnnData:
+    path = data_dir() / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; set SCALEX_SCVI_DATA_DIR to the data folder.")
+    return ad.read_h5ad(path)
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def provenance(extra: dict | None = None) -> str:
+    """Markdown block: exact command, date, machine and package versions."""
+    lines = [
+        "## Provenance",
+        "",
+        f"- command: `{' '.join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])}`",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, Python "
+        f"{platform.python_version()}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+    ]
+    for key, value in (extra or {}).items():
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def timer(store: dict, key: str):
+    start = time.perf_counter()
+    yield
+    store[key] = time.perf_counter() - start
+
+
+def pca_of_lognorm(prepared: ad.AnnData, n_comps: int = 50, seed: int = 0) -> np.ndarray:
+    """PCA of the log-normalised values of the selected features (the unintegrated baseline)."""
+    lognorm = prepared.raw[:, prepared.var_names].X if prepared.raw is not None else prepared.X
+    tmp = ad.AnnData(lognorm.copy())
+    sc.pp.scale(tmp, max_value=10)
+    sc.tl.pca(tmp, n_comps=min(n_comps, min(tmp.shape) - 1), random_state=seed)
+    return tmp.obsm["X_pca"]

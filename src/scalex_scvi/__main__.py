@@ -1,0 +1,5 @@
+import sys
+
+from scalex_scvi._cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+"""Models of scalex-scvi."""
+
+from ._model import SCALEX
+
+__all__ = ["SCALEX"]

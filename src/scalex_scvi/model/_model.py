@@ -1,0 +1,487 @@
+"""SCALEX: online single-cell data integration on scvi-tools."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from scvi.module._constants import MODULE_KEYS
+from scvi.utils import setup_anndata_dsp
+
+from scalex_scvi.module import SCALEXVAE
+from scalex_scvi.pp._preprocess import RECIPE_KEY, prepare_query
+
+from ._batchnorm import per_batch_hidden_statistics
+from ._optim import adam_creator
+from ._training_plan import SCALEXTrainingPlan
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import Literal
+
+logger = logging.getLogger(__name__)
+
+NO_BATCH_CATEGORY = "_scalex_no_batch"
+_RANGE_TOLERANCE = 1e-4
+
+
+class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
+    """SCALEX: online integration through a batch-free encoder :cite:p:`Xiong22`.
+
+    A VAE whose encoder never sees the batch and whose decoder normalises each batch with its own
+    BatchNorm. Cells of batches the model has never seen are embedded by the frozen encoder into
+    the same space, without retraining.
+
+    Parameters
+    ----------
+    adata
+        AnnData object registered with :meth:`~scalex_scvi.SCALEX.setup_anndata`, holding values
+        in ``[0, 1]`` (see :func:`scalex_scvi.pp.preprocess`).
+    registry
+        Registry of a saved model, used by :meth:`load` when no AnnData is given.
+    n_hidden
+        Width of the encoder's hidden layer.
+    n_latent
+        Dimensionality of the latent space.
+    kl_weight
+        Weight of the KL divergence in the loss (the paper's 0.5).
+
+    Examples
+    --------
+    >>> adata = scalex_scvi.datasets.pbmc_3chemistries()
+    >>> adata = scalex_scvi.pp.preprocess(adata, batch_key="batch", min_features=50)
+    >>> scalex_scvi.SCALEX.setup_anndata(adata, batch_key="batch")
+    >>> model = scalex_scvi.SCALEX(adata)
+    >>> model.train()
+    >>> adata.obsm["X_scalex"] = model.get_latent_representation()
+    >>> query = model.prepare_query(raw_query, batch_key="batch")
+    >>> query.obsm["X_scalex"] = model.get_latent_representation(query)
+    """
+
+    _module_cls = SCALEXVAE
+    _training_plan_cls = SCALEXTrainingPlan
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        registry: dict | None = None,
+        n_hidden: int = 1024,
+        n_latent: int = 10,
+        kl_weight: float = 0.5,
+    ):
+        super().__init__(adata, registry)
+        if adata is not None:
+            _check_unit_range(self._registered_matrix(adata), "the training data")
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_batch=self.summary_stats.n_batch,
+            n_hidden=n_hidden,
+            n_latent=n_latent,
+            kl_weight=kl_weight,
+        )
+        recipe = adata.uns.get(RECIPE_KEY) if adata is not None else None
+        self.preprocess_recipe_ = dict(recipe) if recipe is not None else None
+        self._model_summary_string = (
+            f"SCALEX model with n_hidden: {n_hidden}, n_latent: {n_latent}, "
+            f"kl_weight: {kl_weight}, n_batch: {self.summary_stats.n_batch}."
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        batch_key: str | None = None,
+        layer: str | None = None,
+        **kwargs,
+    ):
+        """%(summary)s.
+
+        The registered matrix must hold values in ``[0, 1]``, as produced by
+        :func:`scalex_scvi.pp.preprocess`.
+
+        Parameters
+        ----------
+        %(param_adata)s
+        %(param_batch_key)s
+        %(param_layer)s
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        anndata_fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        max_iterations: int = 30_000,
+        batch_size: int = 64,
+        lr: float = 2e-4,
+        weight_decay: float = 5e-4,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 10,
+        train_size: float = 1.0,
+        validation_size: float | None = None,
+        plan_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """Train the model with the paper's defaults.
+
+        Mini-batches of ``batch_size`` cells drawn across all batches, Adam with ``lr`` and
+        ``weight_decay`` (eps 1e-8, PyTorch's fused implementation, no KL warm-up), at most
+        ``max_iterations`` steps, and early stopping once the monitored loss has not improved
+        for ``early_stopping_patience`` epochs. With ``train_size=1.0`` (the paper's setting)
+        the monitored loss is the epoch mean of the training loss; with a validation split it
+        is the validation ELBO.
+
+        Parameters
+        ----------
+        max_epochs
+            Maximum number of epochs. By default ``max_iterations`` turned into epochs from the
+            number of training cells (rounded up, as the original does).
+        max_iterations
+            Maximum number of mini-batch steps.
+        batch_size
+            Mini-batch size.
+        lr
+            Learning rate of Adam.
+        weight_decay
+            Weight decay of Adam.
+        early_stopping
+            Whether to stop once the monitored loss stops improving.
+        early_stopping_patience
+            Epochs without improvement before stopping.
+        train_size
+            Fraction of cells used for training; the rest (or ``validation_size``) validates.
+        validation_size
+            Fraction of cells used for validation.
+        plan_kwargs
+            Keyword arguments for :class:`~scvi.train.TrainingPlan`; they override the
+            defaults set here.
+        **kwargs
+            Other keyword arguments for :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`
+            and :class:`~scvi.train.Trainer` (``accelerator``, ``devices``,
+            ``check_val_every_n_epoch``, ``enable_progress_bar``, ...).
+        """
+        n_train = math.ceil(self.summary_stats.n_cells * train_size)
+        steps_per_epoch = max(math.ceil(n_train / batch_size), 1)
+        if max_epochs is None:
+            max_epochs = max(math.ceil(max_iterations / steps_per_epoch), 1)
+        has_validation = train_size < 1.0 or bool(validation_size)
+        plan_kwargs = dict(plan_kwargs or {})
+        optimizer_args = {
+            "lr": plan_kwargs.pop("lr", lr),
+            "weight_decay": plan_kwargs.pop("weight_decay", weight_decay),
+            "eps": plan_kwargs.pop("eps", 1e-8),
+        }
+        plan_kwargs = {
+            "optimizer": "Custom",
+            "optimizer_creator": adam_creator(**optimizer_args),
+            "n_epochs_kl_warmup": None,
+            "n_steps_kl_warmup": None,
+            "max_kl_weight": 1.0,
+            **plan_kwargs,
+        }
+        kwargs.setdefault(
+            "early_stopping_monitor", "elbo_validation" if has_validation else "train_loss"
+        )
+        if not has_validation:
+            kwargs.setdefault("limit_val_batches", 0)
+        return super().train(
+            max_epochs=max_epochs,
+            max_steps=max_iterations,
+            batch_size=batch_size,
+            train_size=train_size,
+            validation_size=validation_size,
+            early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            plan_kwargs=plan_kwargs,
+            **kwargs,
+        )
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        give_mean: bool = True,
+        batch_size: int | None = None,
+        return_dist: bool = False,
+        batch_norm: Literal["running", "per_batch"] = "running",
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        r"""Embed cells with the frozen encoder.
+
+        Works for the training data and for any AnnData holding the model's features (in any
+        order), including batches the model has never seen and data without a batch column.
+        Nothing is trained and no parameter or buffer changes.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features, prepared like the training data (see
+            :meth:`prepare_query`). ``None`` uses the training data.
+        indices
+            Indices of the cells to embed. ``None`` embeds all.
+        give_mean
+            Return the mean of :math:`q(z \mid x)` (SCALEX's latent) rather than a sample.
+        batch_size
+            Cells per forward pass; does not change the result.
+        return_dist
+            Return the mean and the variance of :math:`q(z \mid x)`.
+        batch_norm
+            Statistics of the encoder's BatchNorm:
+
+            * ``"running"``: the running statistics learnt in training. A cell's embedding
+              depends on that cell only.
+            * ``"per_batch"``: statistics computed over all the cells passed of the same batch
+              (the batch column registered with the model; one group when it is missing). This
+              is a deterministic form of the original package's behaviour, which kept BatchNorm
+              in training mode at inference and so normalised each random mini-batch of a
+              batch with its own statistics. A cell's embedding then depends on its batch.
+
+        Returns
+        -------
+        Array of shape ``(n_cells, n_latent)``, or the tuple ``(mean, variance)`` when
+        ``return_dist`` is ``True``.
+        """
+        self._check_if_trained(warn=False)
+        if batch_norm not in ("running", "per_batch"):
+            raise ValueError(f"batch_norm must be 'running' or 'per_batch', not {batch_norm!r}.")
+        self.module.eval()
+        with self._registered(adata) as registered:
+            hidden_stats = None
+            if batch_norm == "per_batch":
+                hidden_stats = per_batch_hidden_statistics(
+                    self.module, self._data_loader(registered, indices, batch_size)
+                )
+            means, variances = [], []
+            for tensors in self._data_loader(registered, indices, batch_size):
+                stats = None
+                if hidden_stats is not None:
+                    codes = tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).long()
+                    stats = (hidden_stats[0][codes], hidden_stats[1][codes])
+                outputs = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], hidden_stats=stats)
+                if return_dist or give_mean:
+                    means.append(outputs[MODULE_KEYS.QZM_KEY].cpu())
+                    variances.append(outputs[MODULE_KEYS.QZV_KEY].cpu())
+                else:
+                    means.append(outputs[MODULE_KEYS.Z_KEY].cpu())
+        if return_dist:
+            return torch.cat(means).numpy(), torch.cat(variances).numpy()
+        return torch.cat(means).numpy()
+
+    @torch.inference_mode()
+    def get_normalized_expression(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        transform_batch: str | None = None,
+        batch_size: int | None = None,
+        return_numpy: bool = False,
+    ) -> pd.DataFrame | np.ndarray:
+        """Decoded expression in ``[0, 1]``: the original package's ``impute``.
+
+        Each cell is encoded (latent mean) and decoded through the domain-specific BatchNorm of
+        ``transform_batch``, or of its own batch.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features. ``None`` uses the training data.
+        indices
+            Indices of the cells to use. ``None`` uses all.
+        transform_batch
+            Name of a training batch whose decoder normalisation is applied to every cell.
+            ``None`` decodes each cell through its own batch, which must be a training batch.
+        batch_size
+            Cells per forward pass.
+        return_numpy
+            Return an array instead of a DataFrame indexed by cells and features.
+
+        Returns
+        -------
+        Decoded expression of shape ``(n_cells, n_features)``.
+        """
+        self._check_if_trained(warn=False)
+        self.module.eval()
+        batch_code = self._batch_code(transform_batch)
+        n_known = self.summary_stats.n_batch
+        chunks = []
+        with self._registered(adata) as registered:
+            for tensors in self._data_loader(registered, indices, batch_size):
+                batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).long()
+                if batch_code is None and bool((batch_index >= n_known).any()):
+                    raise ValueError(
+                        "Some cells belong to batches the model was not trained on, so they have "
+                        "no decoder normalisation; pass transform_batch with one of "
+                        f"{list(self.batch_categories)}."
+                    )
+                inference = self.module.inference(tensors[REGISTRY_KEYS.X_KEY])
+                generative = self.module.generative(
+                    inference[MODULE_KEYS.QZM_KEY], batch_index, transform_batch=batch_code
+                )
+                chunks.append(generative[MODULE_KEYS.PX_KEY].cpu())
+            obs_names = registered.obs_names
+        values = torch.cat(chunks).numpy()
+        if return_numpy:
+            return values
+        if indices is not None:
+            obs_names = obs_names[np.asarray(indices)]
+        return pd.DataFrame(values, index=obs_names, columns=self.feature_names)
+
+    def prepare_query(
+        self, adata: AnnData, batch_key: str | None = None, min_feature_overlap: float = 0.25
+    ) -> AnnData:
+        """Prepare raw counts of new cells exactly as the training data were prepared.
+
+        Applies the recipe recorded by :func:`scalex_scvi.pp.preprocess`: normalisation and log
+        as in training, reindexing to the model's features (zeros for features the query lacks),
+        and scaling. See :func:`scalex_scvi.pp.prepare_query`.
+
+        Parameters
+        ----------
+        adata
+            Raw counts of the new cells (not modified).
+        batch_key
+            Column of ``adata.obs`` holding the query's batches, if any.
+        min_feature_overlap
+            Smallest fraction of the model's features the query must have.
+
+        Returns
+        -------
+        A new AnnData with the model's features, ready for :meth:`get_latent_representation`.
+        """
+        if self.preprocess_recipe_ is None:
+            raise ValueError(
+                "This model has no preprocessing recipe: it was trained on data not prepared by "
+                "scalex_scvi.pp.preprocess. Prepare the query the same way yourself."
+            )
+        return prepare_query(
+            adata,
+            self.preprocess_recipe_,
+            batch_key=batch_key,
+            min_feature_overlap=min_feature_overlap,
+            model_batch_key=self.registry_["setup_args"]["batch_key"],
+        )
+
+    @property
+    def feature_names(self) -> pd.Index:
+        """Names of the model's features, in the model's order."""
+        return pd.Index(self.get_var_names())
+
+    @property
+    def batch_categories(self) -> pd.Index:
+        """Names of the batches the model was trained on."""
+        state = self.registry_["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
+        return pd.Index(state["categorical_mapping"][: self.summary_stats.n_batch])
+
+    def _batch_code(self, name: str | None) -> int | None:
+        if name is None:
+            return None
+        categories = list(self.batch_categories)
+        if name not in categories:
+            raise ValueError(f"Unknown batch {name!r}; the model knows {categories}.")
+        return categories.index(name)
+
+    def _data_loader(
+        self, adata: AnnData, indices: Sequence[int] | None, batch_size: int | None
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        return self._make_data_loader(
+            adata=adata, indices=indices, batch_size=batch_size, shuffle=False
+        )
+
+    def _registered_matrix(self, adata: AnnData):
+        layer = self.registry_["setup_args"]["layer"]
+        return adata.X if layer is None else adata.layers[layer]
+
+    @contextmanager
+    def _registered(self, adata: AnnData | None) -> Iterator[AnnData]:
+        """Yield ``adata`` registered with this model, without touching the caller's object.
+
+        The training data are used as registered. Any other AnnData is wrapped in a light
+        AnnData that shares its matrix (features reordered to the model's when needed), carries
+        only the batch column (a placeholder when missing) and is registered with unseen batch
+        categories allowed; the registration is dropped afterwards.
+        """
+        if adata is None or adata is self.adata:
+            yield self._validate_anndata(adata)
+            return
+        light = self._light_copy(adata)
+        with warnings.catch_warnings():
+            # scvi warns about batches with < 3 cells, which matters for training only
+            warnings.filterwarnings("ignore", message=".*fewer than 3 cells", category=UserWarning)
+            self.setup_anndata(
+                light,
+                source_registry=self.registry_,
+                extend_categories=True,
+                **self.registry_["setup_args"],
+            )
+        self._register_manager_for_instance(
+            self._get_most_recent_anndata_manager(light, required=True)
+        )
+        try:
+            yield light
+        finally:
+            self.deregister_manager(light)
+
+    def _light_copy(self, adata: AnnData) -> AnnData:
+        """An AnnData sharing ``adata``'s matrix, with the model's features and batch column."""
+        features = self.feature_names
+        matrix = self._registered_matrix(adata)
+        names = pd.Index(adata.var_names)
+        if not names.equals(features):
+            if not names.is_unique:
+                raise ValueError("adata.var_names must be unique.")
+            missing = features.difference(names)
+            if len(missing) > 0:
+                raise ValueError(
+                    f"adata lacks {len(missing)} of the model's {len(features)} features "
+                    f"(e.g. {list(missing[:5])}). Prepare raw data with model.prepare_query(), "
+                    "which reindexes to the model's features."
+                )
+            matrix = matrix[:, names.get_indexer(features)]
+        _check_unit_range(matrix, "adata")
+        batch_key = self.registry_["setup_args"]["batch_key"]
+        obs = pd.DataFrame(index=pd.Index(adata.obs_names, dtype=str))
+        if batch_key is not None:
+            if batch_key in adata.obs:
+                obs[batch_key] = adata.obs[batch_key].astype(str).to_numpy()
+            else:
+                obs[batch_key] = NO_BATCH_CATEGORY
+        var = pd.DataFrame(index=features)
+        layer = self.registry_["setup_args"]["layer"]
+        if layer is None:
+            return AnnData(X=matrix, obs=obs, var=var)
+        return AnnData(obs=obs, var=var, layers={layer: matrix})
+
+
+def _check_unit_range(matrix, what: str) -> None:
+    """Raise unless every value of ``matrix`` lies in ``[0, 1]``."""
+    if matrix.shape[0] == 0:
+        raise ValueError(f"{what} holds no cells.")
+    data = matrix.data if hasattr(matrix, "tocsr") else np.asarray(matrix)
+    if data.size == 0:
+        return
+    low, high = float(data.min()), float(data.max())
+    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+        raise ValueError(
+            f"SCALEX expects values in [0, 1], but {what} ranges from {low:.3g} to {high:.3g}. "
+            "Prepare it with scalex_scvi.pp.preprocess (training) or model.prepare_query (new "
+            "data)."
+        )

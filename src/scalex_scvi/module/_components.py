@@ -1,0 +1,102 @@
+"""Encoder and decoder networks of SCALEX."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._dsbn import DomainSpecificBatchNorm1d
+
+
+class BatchFreeEncoder(nn.Module):
+    """SCALEX encoder: ``x → Linear → BatchNorm → ReLU → (mu, log-variance)``.
+
+    The encoder takes no batch input of any kind, which is what lets it embed cells from batches
+    it has never seen.
+
+    Parameters
+    ----------
+    n_input
+        Number of input features.
+    n_hidden
+        Width of the hidden layer.
+    n_latent
+        Dimensionality of the latent space.
+    """
+
+    def __init__(self, n_input: int, n_hidden: int = 1024, n_latent: int = 10):
+        super().__init__()
+        self.fc = nn.Linear(n_input, n_hidden)
+        self.norm = nn.BatchNorm1d(n_hidden)
+        self.mean_encoder = nn.Linear(n_hidden, n_latent)
+        self.var_encoder = nn.Linear(n_hidden, n_latent)
+
+    def hidden_preactivation(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the first linear layer, before batch normalisation."""
+        return self.fc(x)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        hidden_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""Mean and variance of :math:`q(z \mid x)`.
+
+        Parameters
+        ----------
+        x
+            Input of shape ``(n_cells, n_input)``.
+        hidden_stats
+            Optional per-cell ``(mean, var)`` of the hidden pre-activations, each of shape
+            ``(n_cells, n_hidden)``, used instead of the BatchNorm statistics (running or
+            mini-batch). This is how statistics computed over a whole query batch are applied.
+        """
+        h = self.fc(x)
+        if hidden_stats is not None:
+            mean, var = hidden_stats
+            h = (h - mean) * torch.rsqrt(var + self.norm.eps) * self.norm.weight + self.norm.bias
+        else:
+            # A training mini-batch of one cell has no statistics: use the running ones.
+            use_batch_stats = self.norm.training and h.shape[0] > 1
+            h = F.batch_norm(
+                h,
+                self.norm.running_mean,
+                self.norm.running_var,
+                self.norm.weight,
+                self.norm.bias,
+                training=use_batch_stats,
+                momentum=self.norm.momentum,
+                eps=self.norm.eps,
+            )
+            if use_batch_stats:
+                self.norm.num_batches_tracked.add_(1)
+        h = F.relu(h)
+        return self.mean_encoder(h), torch.exp(self.var_encoder(h))
+
+
+class DSBNDecoder(nn.Module):
+    """SCALEX decoder: ``z → Linear → domain-specific BatchNorm`` (logits of a Sigmoid).
+
+    Returns logits; the model's expression estimate is ``sigmoid(logits)``. Keeping the logits
+    lets the loss use :func:`~torch.nn.functional.binary_cross_entropy_with_logits`, which is
+    numerically stable and equals the binary cross-entropy of the sigmoid output.
+
+    Parameters
+    ----------
+    n_latent
+        Dimensionality of the latent space.
+    n_output
+        Number of output features.
+    n_batch
+        Number of batches (domains), each with its own BatchNorm.
+    """
+
+    def __init__(self, n_latent: int, n_output: int, n_batch: int):
+        super().__init__()
+        self.fc = nn.Linear(n_latent, n_output)
+        self.norm = DomainSpecificBatchNorm1d(n_output, n_batch)
+
+    def forward(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
+        """Logits of the reconstruction, shape ``(n_cells, n_output)``."""
+        return self.norm(self.fc(z), batch_index)

@@ -1,0 +1,168 @@
+"""The SCALEX variational auto-encoder as a scvi-tools module."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from scvi import REGISTRY_KEYS
+from scvi.module._constants import MODULE_KEYS
+from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
+from torch.distributions import Normal, kl_divergence
+from torch.nn import functional as F
+
+from ._components import BatchFreeEncoder, DSBNDecoder
+
+if TYPE_CHECKING:
+    from torch.distributions import Distribution
+
+LOGITS_KEY = "px_logits"
+
+
+class SCALEXVAE(BaseModuleClass):
+    """Variational auto-encoder of SCALEX :cite:p:`Xiong22`.
+
+    A batch-free encoder (``x → Linear(n_hidden) → BatchNorm → ReLU → (mu, log-var)``) and a
+    batch-specific decoder (``z → Linear(n_input) → domain-specific BatchNorm → Sigmoid``).
+    The input is expected in ``[0, 1]`` (MaxAbs-scaled log-normalised expression, or binary
+    accessibility); the reconstruction loss is the binary cross-entropy summed over features.
+
+    Parameters
+    ----------
+    n_input
+        Number of input features.
+    n_batch
+        Number of batches; the decoder holds one BatchNorm per batch.
+    n_hidden
+        Width of the encoder's hidden layer.
+    n_latent
+        Dimensionality of the latent space.
+    kl_weight
+        Weight of the KL divergence in the loss (the paper's 0.5). The training plan's own KL
+        weight (1 unless a warm-up is requested) multiplies it.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        n_batch: int = 1,
+        n_hidden: int = 1024,
+        n_latent: int = 10,
+        kl_weight: float = 0.5,
+    ):
+        super().__init__()
+        self.n_input = n_input
+        self.n_batch = max(n_batch, 1)
+        self.n_hidden = n_hidden
+        self.n_latent = n_latent
+        self.kl_weight = kl_weight
+        self.z_encoder = BatchFreeEncoder(n_input, n_hidden=n_hidden, n_latent=n_latent)
+        self.decoder = DSBNDecoder(n_latent, n_input, self.n_batch)
+
+    def _get_inference_input(
+        self, tensors: dict[str, torch.Tensor], full_forward_pass: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """The encoder sees the features only, never the batch."""
+        return {MODULE_KEYS.X_KEY: tensors[REGISTRY_KEYS.X_KEY]}
+
+    def _get_generative_input(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict[str, torch.Tensor | Distribution],
+    ) -> dict[str, torch.Tensor]:
+        return {
+            MODULE_KEYS.Z_KEY: inference_outputs[MODULE_KEYS.Z_KEY],
+            MODULE_KEYS.BATCH_INDEX_KEY: tensors[REGISTRY_KEYS.BATCH_KEY],
+        }
+
+    @auto_move_data
+    def inference(
+        self,
+        x: torch.Tensor,
+        n_samples: int = 1,
+        hidden_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor | Distribution]:
+        r"""Encode ``x`` into :math:`q(z \mid x)` and draw ``z`` by reparameterisation.
+
+        Parameters
+        ----------
+        x
+            Input of shape ``(n_cells, n_input)``.
+        n_samples
+            Number of samples of ``z``; with more than one, ``z`` has a leading sample axis.
+        hidden_stats
+            Optional per-cell statistics for the encoder's BatchNorm, see
+            :meth:`BatchFreeEncoder.forward`.
+        """
+        qzm, qzv = self.z_encoder(x, hidden_stats=hidden_stats)
+        qz = Normal(qzm, qzv.sqrt())
+        z = qz.rsample() if n_samples == 1 else qz.rsample((n_samples,))
+        return {
+            MODULE_KEYS.Z_KEY: z,
+            MODULE_KEYS.QZ_KEY: qz,
+            MODULE_KEYS.QZM_KEY: qzm,
+            MODULE_KEYS.QZV_KEY: qzv,
+        }
+
+    @auto_move_data
+    def generative(
+        self,
+        z: torch.Tensor,
+        batch_index: torch.Tensor,
+        transform_batch: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Decode ``z`` through the DSBN of each cell's batch (or of ``transform_batch``).
+
+        Returns the logits and ``px``, the decoded expression in ``[0, 1]``.
+        """
+        if transform_batch is not None:
+            batch_index = torch.full_like(batch_index, transform_batch)
+        batch_index = batch_index.reshape(-1)
+        if z.dim() == 3:  # (n_samples, n_cells, n_latent)
+            n_samples, n_cells, _ = z.shape
+            logits = self.decoder(
+                z.reshape(n_samples * n_cells, -1), batch_index.repeat(n_samples)
+            )
+            logits = logits.reshape(n_samples, n_cells, -1)
+        else:
+            logits = self.decoder(z, batch_index)
+        return {LOGITS_KEY: logits, MODULE_KEYS.PX_KEY: torch.sigmoid(logits)}
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict[str, torch.Tensor | Distribution],
+        generative_outputs: dict[str, torch.Tensor],
+        kl_weight: float | torch.Tensor = 1.0,
+    ) -> LossOutput:
+        """Binary cross-entropy summed over features plus ``kl_weight`` × KL to N(0, I).
+
+        Both terms are per cell; the loss is their mean over the cells of the mini-batch.
+        """
+        x = tensors[REGISTRY_KEYS.X_KEY]
+        reconstruction_loss = F.binary_cross_entropy_with_logits(
+            generative_outputs[LOGITS_KEY], x, reduction="none"
+        ).sum(-1)
+        qz = inference_outputs[MODULE_KEYS.QZ_KEY]
+        kl_z = kl_divergence(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(
+            -1
+        )
+        loss = torch.mean(reconstruction_loss + self.kl_weight * kl_weight * kl_z)
+        return LossOutput(
+            loss=loss,
+            reconstruction_loss=reconstruction_loss,
+            kl_local={MODULE_KEYS.KL_Z_KEY: kl_z},
+        )
+
+    @torch.inference_mode()
+    def sample(self, tensors: dict[str, torch.Tensor], n_samples: int = 1) -> torch.Tensor:
+        """Draw binary samples from the Bernoulli likelihood of the reconstruction.
+
+        Returns a tensor of shape ``(n_cells, n_input)``, or ``(n_cells, n_input, n_samples)``
+        when ``n_samples > 1``.
+        """
+        _, generative_outputs = self.forward(
+            tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False
+        )
+        samples = torch.bernoulli(generative_outputs[MODULE_KEYS.PX_KEY]).cpu()
+        return samples.permute(1, 2, 0) if n_samples > 1 else samples

@@ -1,0 +1,102 @@
+"""Building blocks of the SCALEX preprocessing recipe, shared by reference and query."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+RECIPE_KEY = "scalex_preprocess"
+EXCLUDED_PREFIXES = ("ERCC", "MT-", "mt-")
+
+
+def as_csr(matrix) -> sparse.csr_matrix:
+    """A float32 CSR copy of ``matrix`` (never a view of the caller's data)."""
+    if sparse.issparse(matrix):
+        return sparse.csr_matrix(matrix, dtype=np.float32, copy=True)
+    return sparse.csr_matrix(np.asarray(matrix, dtype=np.float32))
+
+
+def check_counts(matrix: sparse.csr_matrix, what: str) -> None:
+    """Raise on negative values, which no count matrix holds."""
+    if matrix.nnz and matrix.data.min() < 0:
+        raise ValueError(
+            f"{what} holds negative values; preprocessing expects raw counts (pass layer= if the "
+            "counts are in a layer)."
+        )
+
+
+def kept_features(var_names: pd.Index, keep_mt: bool) -> np.ndarray:
+    """Boolean mask dropping ERCC spike-ins and mitochondrial genes unless ``keep_mt``."""
+    if keep_mt:
+        return np.ones(len(var_names), dtype=bool)
+    return ~np.asarray(var_names.astype(str).str.startswith(EXCLUDED_PREFIXES), dtype=bool)
+
+
+def column_max(matrix: sparse.csr_matrix) -> np.ndarray:
+    """Per-column maximum of a non-negative sparse matrix (0 for empty columns)."""
+    if matrix.shape[0] == 0:
+        return np.zeros(matrix.shape[1], dtype=np.float32)
+    return np.asarray(matrix.max(axis=0).toarray()).ravel().astype(np.float32)
+
+
+def scale_columns(matrix: sparse.csr_matrix, divisor: np.ndarray) -> sparse.csr_matrix:
+    """Divide each column by ``divisor`` (columns whose divisor is 0 are left at 0)."""
+    safe = np.where(divisor > 0, divisor, 1.0).astype(np.float32)
+    return sparse.csr_matrix(matrix.multiply(1.0 / safe[None, :]), dtype=np.float32)
+
+
+def maxabs_scale(matrix: sparse.csr_matrix, groups: np.ndarray | None) -> sparse.csr_matrix:
+    """MaxAbs scaling to ``[0, 1]``, globally (``groups=None``) or within each group of rows."""
+    if groups is None:
+        return scale_columns(matrix, column_max(matrix))
+    blocks, order = [], []
+    for group in pd.unique(groups):
+        rows = np.flatnonzero(groups == group)
+        block = matrix[rows]
+        blocks.append(scale_columns(block, column_max(block)))
+        order.append(rows)
+    stacked = sparse.vstack(blocks, format="csr")
+    inverse = np.empty(matrix.shape[0], dtype=np.int64)
+    inverse[np.concatenate(order)] = np.arange(matrix.shape[0])
+    return stacked[inverse]
+
+
+def reindex_features(
+    matrix: sparse.csr_matrix,
+    var_names: pd.Index,
+    features: pd.Index,
+    min_overlap: float,
+    what: str = "the query",
+    target: str = "the model's",
+    warn: bool = True,
+) -> sparse.csr_matrix:
+    """Columns of ``matrix`` in the order of ``features``; zeros for features it lacks."""
+    if not var_names.is_unique:
+        raise ValueError(f"The feature names of {what} are not unique; make them unique first.")
+    positions = var_names.get_indexer(features)
+    present = positions >= 0
+    fraction = present.mean() if len(features) else 1.0
+    if fraction < min_overlap:
+        raise ValueError(
+            f"{what} has only {present.sum()} of {target} {len(features)} features "
+            f"({fraction:.1%}, below min_feature_overlap={min_overlap:.0%}); its feature names "
+            f"may use another naming scheme (e.g. {list(var_names[:3])} vs {list(features[:3])})."
+        )
+    if fraction < 1 and warn:
+        warnings.warn(
+            f"{what} lacks {(~present).sum()} of {target} {len(features)} features "
+            f"({1 - fraction:.1%}); they are set to zero.",
+            UserWarning,
+            stacklevel=3,
+        )
+    selector = sparse.csr_matrix(
+        (
+            np.ones(present.sum(), dtype=np.float32),
+            (positions[present], np.flatnonzero(present)),
+        ),
+        shape=(matrix.shape[1], len(features)),
+    )
+    return sparse.csr_matrix(matrix @ selector, dtype=np.float32)

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import scalex_scvi as sx
+from scalex_testing import assert_adata_equal, train_small
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.module.state_dict().items()}
+
+
+def test_training_lowers_the_loss(trained):
+    loss = trained.history["train_loss"]["train_loss"].to_numpy()
+    assert len(loss) >= 2
+    assert loss[-1] < loss[0] - 1.0
+    assert {"elbo_train", "reconstruction_loss_train", "kl_local_train"} <= set(trained.history)
+
+
+def test_train_defaults_are_the_papers(reference):
+    adata = reference.copy()
+    sx.SCALEX.setup_anndata(adata, batch_key="batch")
+    model = sx.SCALEX(adata, n_hidden=32)
+    model.train(max_iterations=20, enable_progress_bar=False)
+    plan = model.trainer.lightning_module if hasattr(model, "trainer") else None
+    optimizer = model.trainer.optimizers[0]
+    group = optimizer.param_groups[0]
+    assert group["lr"] == pytest.approx(2e-4)
+    assert group["weight_decay"] == pytest.approx(5e-4)
+    assert group["eps"] == pytest.approx(1e-8)
+    assert model.trainer.global_step == 20  # max_iterations is honoured exactly
+    assert plan is not None and plan.kl_weight == pytest.approx(1.0)  # no warm-up
+    assert model.module.kl_weight == pytest.approx(0.5)
+    loader = model.trainer.train_dataloader
+    assert loader.batch_size == 64 or getattr(loader.sampler, "batch_size", None) == 64
+    # every training cell is used (train_size=1.0)
+    assert len(model.train_indices) == adata.n_obs
+
+
+def test_latent_of_training_data(trained, reference):
+    z = trained.get_latent_representation()
+    assert z.shape == (reference.n_obs, 10)
+    assert np.isfinite(z).all()
+    mean, var = trained.get_latent_representation(return_dist=True)
+    np.testing.assert_array_equal(mean, z)
+    assert (var > 0).all()
+
+
+def test_latent_of_unseen_batch_and_without_batch_column(trained, query):
+    z = trained.get_latent_representation(query)
+    assert z.shape == (query.n_obs, 10) and np.isfinite(z).all()
+    no_batch = query.copy()
+    del no_batch.obs["batch"]
+    z_no_batch = trained.get_latent_representation(no_batch)
+    np.testing.assert_array_equal(z, z_no_batch)
+    z_pb = trained.get_latent_representation(no_batch, batch_norm="per_batch")
+    assert z_pb.shape == z.shape and np.isfinite(z_pb).all()
+
+
+def test_projection_changes_no_parameter_or_buffer(trained, query):
+    before = _state(trained)
+    trained.get_latent_representation(query)
+    trained.get_latent_representation(query, batch_norm="per_batch")
+    trained.get_latent_representation(query, give_mean=False)
+    trained.get_normalized_expression(query, transform_batch="5p")
+    after = _state(trained)
+    assert before.keys() == after.keys()
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+
+
+def test_cell_latent_does_not_depend_on_other_cells(trained, query):
+    z_all = trained.get_latent_representation(query, batch_size=128)
+    z_few = trained.get_latent_representation(query[:7].copy(), batch_size=3)
+    z_one = trained.get_latent_representation(query[:1].copy())
+    np.testing.assert_allclose(z_few, z_all[:7], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(z_one, z_all[:1], rtol=1e-5, atol=1e-6)
+
+
+def test_per_batch_statistics_are_deterministic_and_batched(trained, query):
+    a = trained.get_latent_representation(query, batch_norm="per_batch", batch_size=17)
+    b = trained.get_latent_representation(query, batch_norm="per_batch", batch_size=256)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    running = trained.get_latent_representation(query)
+    assert np.abs(a - running).mean() > 1e-3  # a different normalisation, as documented
+    with pytest.raises(ValueError, match="batch_norm"):
+        trained.get_latent_representation(query, batch_norm="train")
+
+
+def test_features_in_another_order_and_missing(trained, query):
+    z = trained.get_latent_representation(query)
+    reversed_query = query[:, query.var_names[::-1]].copy()
+    np.testing.assert_allclose(
+        trained.get_latent_representation(reversed_query), z, rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="lacks 3 of the model's"):
+        trained.get_latent_representation(query[:, 3:].copy())
+
+
+def test_unprepared_data_is_rejected(trained, query_raw):
+    raw = query_raw[:, list(trained.feature_names)].copy()
+    with pytest.raises(ValueError, match=r"expects values in \[0, 1\]"):
+        trained.get_latent_representation(raw)
+
+
+def test_save_load_gives_identical_latents(trained, reference, query, tmp_path):
+    z_ref = trained.get_latent_representation()
+    z_query = trained.get_latent_representation(query)
+    trained.save(tmp_path / "model", overwrite=True)
+    loaded = sx.SCALEX.load(tmp_path / "model")  # no AnnData
+    np.testing.assert_array_equal(loaded.get_latent_representation(query), z_query)
+    np.testing.assert_array_equal(loaded.get_latent_representation(reference), z_ref)
+    assert loaded.preprocess_recipe_ is not None
+    assert list(loaded.feature_names) == list(trained.feature_names)
+    with_data = sx.SCALEX.load(tmp_path / "model", adata=reference.copy())
+    np.testing.assert_array_equal(with_data.get_latent_representation(), z_ref)
+
+
+def test_same_seed_same_latent(reference):
+    a = train_small(reference.copy(), seed=3, iterations=15).get_latent_representation()
+    b = train_small(reference.copy(), seed=3, iterations=15).get_latent_representation()
+    c = train_small(reference.copy(), seed=4, iterations=15).get_latent_representation()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+
+
+def test_normalized_expression(trained, query):
+    own = trained.get_normalized_expression()
+    assert own.shape == (trained.adata.n_obs, len(trained.feature_names))
+    assert list(own.columns) == list(trained.feature_names)
+    assert ((own.to_numpy() >= 0) & (own.to_numpy() <= 1)).all()
+    as_5p = trained.get_normalized_expression(query, transform_batch="5p", return_numpy=True)
+    as_3pv2 = trained.get_normalized_expression(query, transform_batch="3pv2", return_numpy=True)
+    assert as_5p.shape == (query.n_obs, len(trained.feature_names))
+    assert np.abs(as_5p - as_3pv2).max() > 1e-4  # each batch has its own decoder normalisation
+    with pytest.raises(ValueError, match="Unknown batch 'nope'"):
+        trained.get_normalized_expression(query, transform_batch="nope")
+    with pytest.raises(ValueError, match="not trained on"):
+        trained.get_normalized_expression(query)
+
+
+def test_public_calls_do_not_modify_inputs(trained, query, query_raw):
+    query_before, raw_before = query.copy(), query_raw.copy()
+    trained.get_latent_representation(query)
+    trained.get_latent_representation(query, batch_norm="per_batch")
+    trained.get_normalized_expression(query, transform_batch="5p")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trained.prepare_query(query_raw, batch_key="batch")
+    assert_adata_equal(query, query_before)
+    assert_adata_equal(query_raw, raw_before)
+    assert "_scvi_uuid" not in query.uns
+
+
+def test_projection_does_not_leak_registrations(trained, query):
+    store = trained._per_instance_manager_store[trained.id]
+    n_before = len(store)
+    for _ in range(3):
+        trained.get_latent_representation(query)
+    assert len(store) == n_before
+
+
+def test_one_cell_query(trained, query):
+    z = trained.get_latent_representation(query[:1].copy())
+    assert z.shape == (1, 10) and np.isfinite(z).all()

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+from scipy import sparse
+from sklearn.preprocessing import MaxAbsScaler
+
+import scalex_scvi as sx
+from scalex_testing import assert_adata_equal
+
+
+def _dense(m):
+    return m.toarray() if sparse.issparse(m) else np.asarray(m)
+
+
+def _scanpy_pipeline(raw, min_features, n_top, per_batch):
+    """The paper's recipe written with scanpy and scikit-learn directly."""
+    a = raw.copy()
+    a = a[:, ~a.var_names.str.startswith(("ERCC", "MT-", "mt-"))].copy()
+    sc.pp.filter_cells(a, min_genes=min_features)
+    sc.pp.filter_genes(a, min_cells=3)
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    sc.pp.highly_variable_genes(a, n_top_genes=n_top, batch_key="batch")
+    a = a[:, a.var["highly_variable"]].copy()
+    x = _dense(a.X).astype(np.float64)
+    if per_batch:
+        for b in a.obs["batch"].unique():
+            rows = (a.obs["batch"] == b).to_numpy()
+            x[rows] = MaxAbsScaler().fit_transform(x[rows])
+    else:
+        x = MaxAbsScaler().fit_transform(x)
+    return a, x
+
+
+@pytest.mark.parametrize("scale", ["batch", "global"])
+def test_preprocess_matches_scanpy(reference_raw, scale):
+    out = sx.pp.preprocess(
+        reference_raw, batch_key="batch", min_features=150, n_top_features=300, scale=scale
+    )
+    expected, x = _scanpy_pipeline(reference_raw, 150, 300, per_batch=scale == "batch")
+    assert list(out.obs_names) == list(expected.obs_names)
+    assert list(out.var_names) == list(expected.var_names)
+    np.testing.assert_allclose(_dense(out.X), x, rtol=1e-5, atol=1e-6)
+    # raw counts of the kept cells and features are kept
+    counts = reference_raw[out.obs_names, out.var_names].X
+    np.testing.assert_array_equal(_dense(out.layers["counts"]), _dense(counts))
+    assert out.raw is not None and out.raw.n_vars >= out.n_vars
+    recipe = out.uns[sx.pp.RECIPE_KEY]
+    assert recipe["scale"] == scale and recipe["profile"] == "RNA"
+    assert list(recipe["features"]) == list(out.var_names)
+
+
+def test_scaling_ranges(reference_raw):
+    per_batch = sx.pp.preprocess(reference_raw, batch_key="batch", min_features=50, scale="batch")
+    for b in per_batch.obs["batch"].unique():
+        block = _dense(per_batch[per_batch.obs["batch"] == b].X)
+        nonzero = block.max(0) > 0
+        np.testing.assert_allclose(block.max(0)[nonzero], 1.0, rtol=1e-6)
+    glob = sx.pp.preprocess(reference_raw, batch_key="batch", min_features=50, scale="global")
+    x = _dense(glob.X)
+    assert x.min() >= 0 and x.max() == pytest.approx(1.0)
+    assert x.max(0)[x.max(0) > 0] == pytest.approx(1.0)
+
+
+def test_preprocess_does_not_modify_input(reference_raw):
+    before = reference_raw.copy()
+    sx.pp.preprocess(reference_raw, batch_key="batch", min_features=50)
+    assert_adata_equal(reference_raw, before)
+
+
+def test_min_features_too_high_is_a_clear_error(reference_raw):
+    with pytest.raises(ValueError, match=r"median cell has .* Lower min_features"):
+        sx.pp.preprocess(reference_raw, batch_key="batch")  # the paper's 600 > any cell here
+
+
+def test_bad_arguments(reference_raw):
+    with pytest.raises(KeyError, match="nope"):
+        sx.pp.preprocess(reference_raw, batch_key="nope", min_features=50)
+    with pytest.raises(ValueError, match="profile"):
+        sx.pp.preprocess(reference_raw, profile="DNA", min_features=50)
+    negative = reference_raw.copy()
+    negative.X = negative.X.toarray() - 1
+    with pytest.raises(ValueError, match="negative"):
+        sx.pp.preprocess(negative, min_features=0)
+
+
+def test_gene_list_selection_fills_missing_with_zero(reference_raw):
+    genes = [*list(reference_raw.var_names[:20]), "NOT_A_GENE"]
+    out = sx.pp.preprocess(reference_raw, min_features=50, n_top_features=genes)
+    assert list(out.var_names) == genes
+    assert _dense(out.X[:, -1]).sum() == 0
+
+
+def test_prepare_query_reproduces_reference_preparation(reference_raw):
+    # with no gene filtering the library sizes agree, so the recipe must reproduce X exactly
+    ref = sx.pp.preprocess(reference_raw, batch_key="batch", min_features=0, min_cells=0)
+    again = sx.pp.prepare_query(reference_raw, ref.uns[sx.pp.RECIPE_KEY], batch_key="batch")
+    assert list(again.var_names) == list(ref.var_names)
+    np.testing.assert_allclose(_dense(again.X), _dense(ref.X), rtol=1e-5, atol=1e-6)
+    glob = sx.pp.preprocess(reference_raw, min_features=0, min_cells=0, scale="global")
+    again = sx.pp.prepare_query(reference_raw, glob.uns[sx.pp.RECIPE_KEY])
+    np.testing.assert_allclose(_dense(again.X), _dense(glob.X), rtol=1e-5, atol=1e-6)
+
+
+def test_prepare_query_reindexes_with_warning_and_errors(reference, query_raw):
+    recipe = reference.uns[sx.pp.RECIPE_KEY]
+    features = list(recipe["features"])
+    shuffled = query_raw[:, query_raw.var_names[::-1]].copy()
+    full = sx.pp.prepare_query(query_raw, recipe, batch_key="batch")
+    assert list(full.var_names) == features
+    np.testing.assert_allclose(
+        _dense(sx.pp.prepare_query(shuffled, recipe, batch_key="batch").X), _dense(full.X)
+    )
+    partial = query_raw[:, [g for g in query_raw.var_names if g not in features[:40]]].copy()
+    with pytest.warns(
+        UserWarning, match=r"The query lacks 40 of the model's 400 features \(10.0%\)"
+    ):
+        out = sx.pp.prepare_query(partial, recipe, batch_key="batch")
+    assert _dense(out.X[:, :40]).sum() == 0
+    tiny = query_raw[:, features[:10]].copy()
+    with pytest.raises(ValueError, match="The query has only 10 of the model's 400 features"):
+        sx.pp.prepare_query(tiny, recipe)
+
+
+def test_prepare_query_keeps_every_cell_and_copies_batch(reference, query_raw):
+    q = query_raw.copy()
+    q.obs = q.obs.rename(columns={"batch": "sample"})
+    out = sx.pp.prepare_query(
+        q, reference.uns[sx.pp.RECIPE_KEY], batch_key="sample", model_batch_key="batch"
+    )
+    assert out.n_obs == q.n_obs
+    assert (out.obs["batch"] == q.obs["sample"]).all()
+    assert "batch" not in q.obs
+
+
+def test_atac_profile_binarises_and_keeps_frequent_peaks():
+    rng = np.random.default_rng(0)
+    counts = sparse.random(60, 50, density=0.3, random_state=0, format="csr") * 4
+    counts.data = np.ceil(counts.data)
+    adata = sc.AnnData(counts.astype(np.float32))
+    adata.obs["batch"] = pd.Categorical(rng.choice(["a", "b"], 60))
+    out = sx.pp.preprocess(adata, profile="ATAC", min_features=1, min_cells=1, n_top_features=10)
+    assert set(np.unique(_dense(out.X))) <= {0.0, 1.0}
+    frequency = np.asarray((counts > 0).sum(0)).ravel()
+    kept = out.var_names.astype(int)
+    assert frequency[kept].min() >= np.sort(frequency)[-10]
+
+
+def test_adt_profile_is_in_unit_range():
+    rng = np.random.default_rng(0)
+    adata = sc.AnnData(rng.poisson(20, size=(40, 9)).astype(np.float32))
+    adata.obs["batch"] = pd.Categorical(rng.choice(["a", "b"], 40))
+    out = sx.pp.preprocess(adata, profile="ADT")
+    x = _dense(out.X)
+    assert out.n_vars == 9 and x.min() >= 0 and x.max() == pytest.approx(1.0)
