@@ -92,3 +92,43 @@ def pca_of_lognorm(prepared: ad.AnnData, n_comps: int = 50, seed: int = 0) -> np
     sc.pp.scale(tmp, max_value=10)
     sc.tl.pca(tmp, n_comps=min(n_comps, min(tmp.shape) - 1), random_state=seed)
     return tmp.obsm["X_pca"]
+
+
+class PeakMemory:
+    """Peak increase of this process's resident memory inside a ``with`` block, in MiB.
+
+    A thread samples ``/proc/self/statm`` every ``interval`` seconds; ``peak_mib`` is the largest
+    resident size seen minus the size on entry. Works for memory allocated by numpy, torch and
+    native code alike (unlike tracemalloc).
+    """
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak_mib = 0.0
+
+    @staticmethod
+    def _rss_mib() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        self._start = self._rss_mib()
+        self._peak = self._start
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                self._peak = max(self._peak, self._rss_mib())
+                self._stop.wait(self.interval)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._rss_mib())
+        self.peak_mib = self._peak - self._start

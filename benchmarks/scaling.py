@@ -16,6 +16,7 @@ import pandas as pd
 import scvi
 
 import scalex_scvi as sx
+
 from _common import RESULTS, pca_of_lognorm, provenance, read
 
 DATASETS = {

@@ -22,6 +22,7 @@ import scvi
 import torch
 
 import scalex_scvi as sx
+
 from _common import RESULTS, provenance, read
 from _original import run as run_original
 

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
 import anndata as ad
 import pytest
 
 import scalex_scvi as sx
+
 from scalex_testing import train_small
 
 

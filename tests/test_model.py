@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import scalex_scvi as sx
+
 from scalex_testing import assert_adata_equal, train_small
 
 

@@ -8,6 +8,7 @@ from scipy import sparse
 from sklearn.preprocessing import MaxAbsScaler
 
 import scalex_scvi as sx
+
 from scalex_testing import assert_adata_equal
 
 

@@ -2,7 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, metrics, pp, tl
+from . import benchmark, datasets, metrics, pl, pp, tl
+from ._atlas import Atlas
 from .model import SCALEX
 from .module import SCALEXVAE
 
@@ -11,4 +12,15 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["SCALEX", "SCALEXVAE", "__version__", "datasets", "metrics", "pp", "tl"]
+__all__ = [
+    "SCALEX",
+    "SCALEXVAE",
+    "Atlas",
+    "__version__",
+    "benchmark",
+    "datasets",
+    "metrics",
+    "pl",
+    "pp",
+    "tl",
+]

@@ -1,5 +1,12 @@
 """Tools: label transfer and its evaluation."""
 
-from ._label_transfer import UNKNOWN, transfer_labels
+from ._evaluation import confusion_matrix, label_transfer_scores
+from ._label_transfer import UNKNOWN, KNNLabelTransfer, transfer_labels
 
-__all__ = ["UNKNOWN", "transfer_labels"]
+__all__ = [
+    "UNKNOWN",
+    "KNNLabelTransfer",
+    "confusion_matrix",
+    "label_transfer_scores",
+    "transfer_labels",
+]

@@ -8,6 +8,144 @@ from anndata import AnnData
 from sklearn.neighbors import NearestNeighbors
 
 UNKNOWN = "Unknown"
+_CUTOFF_SAMPLE = 20_000
+
+
+class KNNLabelTransfer:
+    """Distance-weighted kNN classifier with an "Unknown" call, fitted once on a reference.
+
+    Neighbours are found exactly with scikit-learn's :class:`~sklearn.neighbors.NearestNeighbors`
+    (a KD-tree on the low-dimensional embedding). At 10 dimensions an exact tree is fast (a
+    million reference cells index in about a second) and deterministic, where an approximate
+    index such as pynndescent brings randomness without a speed benefit.
+
+    Each of the ``n_neighbors`` reference neighbours votes with weight ``1 / (distance + 1e-8)``,
+    normalised per query cell; a label's probability is its share of the votes and the
+    uncertainty is one minus the probability of the predicted label. A query cell is called
+    ``unknown_label`` when its uncertainty exceeds ``uncertainty_threshold`` (its neighbours
+    disagree) or when its mean distance to its neighbours exceeds the ``distance_quantile``
+    quantile of the reference cells' own mean distances to their neighbours (it lies away from
+    every reference type, as a cell type absent from the reference does).
+
+    Parameters
+    ----------
+    n_neighbors
+        Reference neighbours per query cell.
+    uncertainty_threshold
+        Cells with a larger uncertainty are called unknown; ``1`` disables the rule.
+    distance_quantile
+        Quantile of the reference's neighbour distances beyond which a cell is called unknown;
+        ``None`` disables the rule.
+    unknown_label
+        Label of cells that are not assigned.
+
+    Notes
+    -----
+    The defaults were chosen on the projection benchmark (``benchmarks/results/projection.md``):
+    they keep the macro-F1 of the cell types the reference has and call most cells of types it
+    lacks "Unknown".
+    """
+
+    def __init__(
+        self,
+        n_neighbors: int = 15,
+        uncertainty_threshold: float = 0.5,
+        distance_quantile: float | None = 0.99,
+        unknown_label: str = UNKNOWN,
+    ):
+        if not 0 <= uncertainty_threshold <= 1:
+            raise ValueError("uncertainty_threshold must lie in [0, 1].")
+        if distance_quantile is not None and not 0 < distance_quantile <= 1:
+            raise ValueError("distance_quantile must lie in (0, 1] or be None.")
+        self.n_neighbors = n_neighbors
+        self.uncertainty_threshold = uncertainty_threshold
+        self.distance_quantile = distance_quantile
+        self.unknown_label = unknown_label
+
+    def fit(
+        self,
+        embedding: np.ndarray,
+        labels: np.ndarray | pd.Series,
+        seed: int = 0,
+        distance_cutoff: float | None = None,
+    ) -> KNNLabelTransfer:
+        """Index the reference cells; cells with a missing label are left out.
+
+        Parameters
+        ----------
+        embedding
+            Reference embedding, shape ``(n_cells, n_dims)``.
+        labels
+            Label of each reference cell.
+        seed
+            Seed of the subsample (20,000 cells) on which the distance cutoff is estimated for
+            larger references.
+        distance_cutoff
+            A cutoff computed before (e.g. by a saved atlas), used instead of estimating it.
+        """
+        labels = pd.Series(np.asarray(labels, dtype=object))
+        keep = labels.notna().to_numpy()
+        if not keep.any():
+            raise ValueError("The reference has no labelled cell.")
+        embedding = np.asarray(embedding, dtype=np.float32)[keep]
+        self.categories_, self.codes_ = np.unique(labels[keep].astype(str), return_inverse=True)
+        self.n_neighbors_ = min(self.n_neighbors, len(self.codes_))
+        self.index_ = NearestNeighbors(n_neighbors=self.n_neighbors_).fit(embedding)
+        self.distance_cutoff_ = np.inf
+        if distance_cutoff is not None:
+            self.distance_cutoff_ = float(distance_cutoff)
+        elif self.distance_quantile is not None and len(self.codes_) > 1:
+            rng = np.random.default_rng(seed)
+            sample = embedding
+            if len(embedding) > _CUTOFF_SAMPLE:
+                sample = embedding[rng.choice(len(embedding), _CUTOFF_SAMPLE, replace=False)]
+            k = min(self.n_neighbors_ + 1, len(embedding))
+            distances, _ = self.index_.kneighbors(sample, n_neighbors=k)
+            own = distances[:, 1:].mean(axis=1)  # the first neighbour is the cell itself
+            self.distance_cutoff_ = float(np.quantile(own, self.distance_quantile))
+        return self
+
+    def predict(self, embedding: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
+        """Labels of query cells.
+
+        Parameters
+        ----------
+        embedding
+            Query embedding, shape ``(n_cells, n_dims)``.
+        index
+            Index of the returned DataFrame (e.g. the query's ``obs_names``).
+
+        Returns
+        -------
+        DataFrame with columns ``label`` (after the unknown calls), ``best_label`` (the
+        majority reference label), ``probability``, ``uncertainty`` and ``mean_distance``.
+        """
+        if not hasattr(self, "index_"):
+            raise RuntimeError("Call fit() before predict().")
+        embedding = np.asarray(embedding, dtype=np.float32)
+        distances, neighbours = self.index_.kneighbors(embedding)
+        weights = 1.0 / (distances + 1e-8)
+        weights /= weights.sum(axis=1, keepdims=True)
+        votes = np.zeros((len(embedding), len(self.categories_)))
+        np.add.at(votes, (np.arange(len(embedding))[:, None], self.codes_[neighbours]), weights)
+        best = votes.argmax(axis=1)
+        probability = np.clip(votes[np.arange(len(best)), best], 0.0, 1.0)
+        uncertainty = 1.0 - probability
+        mean_distance = distances.mean(axis=1)
+        unknown = (uncertainty > self.uncertainty_threshold) | (
+            mean_distance > self.distance_cutoff_
+        )
+        best_label = self.categories_[best]
+        return pd.DataFrame(
+            {
+                "label": np.where(unknown, self.unknown_label, best_label),
+                "best_label": best_label,
+                "probability": probability,
+                "uncertainty": uncertainty,
+                "mean_distance": mean_distance,
+            },
+            index=index,
+        )
 
 
 def transfer_labels(
@@ -22,25 +160,15 @@ def transfer_labels(
 ) -> pd.DataFrame:
     """Transfer reference labels to query cells by distance-weighted kNN.
 
-    Neighbours are found exactly with scikit-learn's :class:`~sklearn.neighbors.NearestNeighbors`
-    (a KD-tree on the low-dimensional embedding: exact, deterministic and fast at 10
-    dimensions, where an approximate index such as pynndescent brings randomness and no speed).
-    Each neighbour votes with weight ``1 / (distance + 1e-8)`` normalised per query cell; the
-    probability of a label is its share of the votes and the uncertainty is ``1 - probability``
-    of the predicted label.
-
-    A query cell is called ``unknown_label`` when its uncertainty exceeds
-    ``uncertainty_threshold`` (its neighbours disagree) or, with ``distance_quantile``, when its
-    mean distance to its neighbours exceeds that quantile of the reference cells' own mean
-    distances to their neighbours (it lies away from every reference type; new types then are not
-    forced onto a reference type).
+    See :class:`KNNLabelTransfer` for the method and the choice of defaults. Neither object is
+    modified; assign the returned columns to ``query.obs`` if wanted.
 
     Parameters
     ----------
     reference
         Reference cells with the embedding in ``obsm[use_rep]`` and labels in ``obs[label_key]``.
     query
-        Query cells with the embedding in ``obsm[use_rep]``. Not modified.
+        Query cells with the embedding in ``obsm[use_rep]``.
     label_key
         Column of ``reference.obs`` with the labels.
     use_rep
@@ -57,55 +185,18 @@ def transfer_labels(
 
     Returns
     -------
-    DataFrame indexed like ``query.obs`` with columns ``label`` (prediction after the unknown
-    calls), ``best_label`` (the majority label, always a reference label), ``probability``,
-    ``uncertainty`` and ``mean_distance``.
+    DataFrame indexed like ``query.obs`` with columns ``label``, ``best_label``,
+    ``probability``, ``uncertainty`` and ``mean_distance``.
     """
     if label_key not in reference.obs:
         raise KeyError(f"{label_key!r} is not a column of reference.obs.")
     for name, data in (("reference", reference), ("query", query)):
         if use_rep not in data.obsm:
             raise KeyError(f"{name}.obsm has no {use_rep!r}; embed it first.")
-    labels = reference.obs[label_key].astype(str).to_numpy()
-    keep = ~pd.isna(reference.obs[label_key].to_numpy())
-    ref_embedding = np.asarray(reference.obsm[use_rep])[keep]
-    labels = labels[keep]
-    n_neighbors = min(n_neighbors, len(labels))
-
-    index = NearestNeighbors(n_neighbors=n_neighbors).fit(ref_embedding)
-    distances, neighbours = index.kneighbors(np.asarray(query.obsm[use_rep]))
-    categories, codes = np.unique(labels, return_inverse=True)
-    weights = 1.0 / (distances + 1e-8)
-    weights /= weights.sum(axis=1, keepdims=True)
-    votes = np.zeros((len(distances), len(categories)))
-    np.add.at(votes, (np.arange(len(distances))[:, None], codes[neighbours]), weights)
-
-    best = votes.argmax(axis=1)
-    probability = votes[np.arange(len(best)), best]
-    uncertainty = 1.0 - probability
-    mean_distance = distances.mean(axis=1)
-    unknown = uncertainty > uncertainty_threshold
-    if distance_quantile is not None:
-        unknown |= mean_distance > _reference_distance_cutoff(
-            index, ref_embedding, n_neighbors, distance_quantile
-        )
-    best_label = categories[best]
-    return pd.DataFrame(
-        {
-            "label": np.where(unknown, unknown_label, best_label),
-            "best_label": best_label,
-            "probability": probability,
-            "uncertainty": uncertainty,
-            "mean_distance": mean_distance,
-        },
-        index=query.obs_names.copy(),
-    )
-
-
-def _reference_distance_cutoff(
-    index: NearestNeighbors, embedding: np.ndarray, n_neighbors: int, quantile: float
-) -> float:
-    """Quantile of the reference cells' mean distance to their neighbours (self excluded)."""
-    k = min(n_neighbors + 1, len(embedding))
-    distances, _ = index.kneighbors(embedding, n_neighbors=k)
-    return float(np.quantile(distances[:, 1:].mean(axis=1), quantile))
+    classifier = KNNLabelTransfer(
+        n_neighbors=n_neighbors,
+        uncertainty_threshold=uncertainty_threshold,
+        distance_quantile=distance_quantile,
+        unknown_label=unknown_label,
+    ).fit(reference.obsm[use_rep], reference.obs[label_key])
+    return classifier.predict(query.obsm[use_rep], index=query.obs_names.copy())

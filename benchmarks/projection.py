@@ -1,0 +1,394 @@
+"""Online projection and label transfer, side by side, on reference → query splits.
+
+For each split of the shared data (a reference and a query of other batches), in one run:
+
+- **SCALEX (this package)**: train on the reference; project the query with the frozen encoder
+  (``prepare_query`` + ``get_latent_representation``); also with ``batch_norm="per_batch"``.
+- **scArches (scVI)**: scVI trained on the reference counts with scArches' recommended settings,
+  then ``load_query_data`` + query training (200 epochs, weight decay 0, as scvi-tools'
+  reference-mapping tutorial), then the latent.
+- **original scalex 1.0.4**: its own venv with the three compat patches; trained on the same
+  prepared reference with the same iteration budget, then its ``projection=`` on the same
+  prepared query (its default, BatchNorm in training mode).
+
+Labels are transferred with the same distance-weighted kNN for every method. Reported: macro-F1,
+accuracy, ARI, NMI against the known labels, the fraction of query cells of types absent from
+the reference called "Unknown", projection wall time, peak memory and cells per second.
+Writes benchmarks/results/projection.{md,csv} and projection_*.png.
+
+    python benchmarks/projection.py [--splits pbmc_3pv1 ...] [--iterations 4000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import scvi
+
+import scalex_scvi as sx
+
+from _common import RESULTS, PeakMemory, provenance, read
+from _original import run as run_original
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt
+
+LABEL = "cell_type"
+
+
+@dataclass
+class Split:
+    """A reference → query split of one shared dataset."""
+
+    file: str
+    query: list[str]
+    key: str = "batch"
+    profile: str = "RNA"
+    min_features: int = 600
+    iterations: int | None = None
+    scvi_epochs: int | None = None
+    query_epochs: int = 200
+    extra: dict = field(default_factory=dict)
+
+
+SPLITS = {
+    "pbmc_3pv1": Split("symphony_pbmc_3chem_small.h5ad", ["3pv1"], min_features=50),
+    "pbmc_3pv2": Split("symphony_pbmc_3chem_small.h5ad", ["3pv2"], min_features=50),
+    "pbmc_5p": Split("symphony_pbmc_3chem_small.h5ad", ["5p"], min_features=50),
+    "ifnb_stim_onto_ctrl": Split(
+        "muscat_kang_pbmc_ifnb_small.h5ad", ["stim101", "stim107"], min_features=100
+    ),
+    "lung_3line_onto_5line": Split(
+        "cellbench_lung_celllines.h5ad", ["CELseq2_3cl", "Dropseq_3cl"]
+    ),
+    "lung_5line_onto_3line": Split(
+        "cellbench_lung_celllines.h5ad", ["CELseq2_5cl_p1", "CELseq2_5cl_p2", "CELseq2_5cl_p3"]
+    ),
+    "adt_holdout_studies": Split(
+        "adtnorm_cite_adt_13studies_422k.h5ad",
+        ["10X_pbmc_10k", "stuart_2019", "witkowski_2020"],
+        key="study_name",
+        profile="ADT",
+        min_features=0,
+        iterations=10_000,
+        scvi_epochs=10,
+        query_epochs=20,
+    ),
+}
+
+
+def split_data(split: Split) -> tuple[ad.AnnData, ad.AnnData]:
+    raw = read(split.file)
+    in_query = raw.obs[split.key].astype(str).isin(split.query).to_numpy()
+    if not in_query.any() or in_query.all():
+        raise ValueError(f"query {split.query} selects {in_query.sum()} cells")
+    return raw[~in_query].copy(), raw[in_query].copy()
+
+
+def timed(fn, *args, **kwargs):
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        wall = time.perf_counter() - start
+    return out, wall, memory.peak_mib
+
+
+def run_scalex(reference, query_raw, iterations, seed):
+    scvi.settings.seed = seed
+    sx.SCALEX.setup_anndata(reference, batch_key="batch")
+    model = sx.SCALEX(reference)
+    start = time.perf_counter()
+    model.train(max_iterations=iterations, enable_progress_bar=False)
+    train_s = time.perf_counter() - start
+    ref_latent = model.get_latent_representation()
+
+    def project(batch_norm):
+        query = model.prepare_query(query_raw, batch_key="batch")
+        return query, model.get_latent_representation(query, batch_norm=batch_norm)
+
+    results = {}
+    for name, batch_norm in (
+        ("SCALEX (this package)", "running"),
+        ("SCALEX, per-batch BatchNorm", "per_batch"),
+    ):
+        (query, latent), wall, memory = timed(project, batch_norm)
+        results[name] = {
+            "ref_latent": ref_latent,
+            "query_latent": latent,
+            "train_s": train_s,
+            "project_s": wall,
+            "project_mib": memory,
+        }
+    return model, query, results
+
+
+def run_scarches(reference, query, seed, max_epochs, query_epochs):
+    scvi.settings.seed = seed
+    ref = ad.AnnData(
+        X=reference.layers["counts"].copy(),
+        obs=reference.obs[["batch"]].copy(),
+        var=pd.DataFrame(index=reference.var_names),
+    )
+    scvi.model.SCVI.setup_anndata(ref, batch_key="batch")
+    arches = {
+        "use_layer_norm": "both",
+        "use_batch_norm": "none",
+        "encode_covariates": True,
+        "dropout_rate": 0.2,
+        "n_layers": 2,
+    }
+    model = scvi.model.SCVI(ref, **arches)
+    start = time.perf_counter()
+    model.train(max_epochs=max_epochs, enable_progress_bar=False)
+    train_s = time.perf_counter() - start
+    ref_latent = model.get_latent_representation()
+    q = ad.AnnData(
+        X=query.layers["counts"].copy(),
+        obs=query.obs[["batch"]].copy(),
+        var=pd.DataFrame(index=query.var_names),
+    )
+
+    def project():
+        q_model = scvi.model.SCVI.load_query_data(q, model)
+        q_model.train(
+            max_epochs=query_epochs, plan_kwargs={"weight_decay": 0.0}, enable_progress_bar=False
+        )
+        return q_model.get_latent_representation()
+
+    latent, wall, memory = timed(project)
+    return {
+        "ref_latent": ref_latent,
+        "query_latent": latent,
+        "train_s": train_s,
+        "project_s": wall,
+        "project_mib": memory,
+    }
+
+
+def run_original_scalex(reference, query, iterations, seed, tmp: Path):
+    ref_path, query_path = tmp / "reference.h5ad", tmp / "query.h5ad"
+    slim = ad.AnnData(X=reference.X, obs=reference.obs[["batch"]].copy(), var=reference.var[[]])
+    slim.write_h5ad(ref_path)
+    ad.AnnData(X=query.X, obs=query.obs[["batch"]].copy(), var=query.var[[]]).write_h5ad(
+        query_path
+    )
+    train_dir, project_dir = tmp / "original_train", tmp / "original_project"
+    train_dir.mkdir()
+    project_dir.mkdir()
+    trained = run_original(
+        {
+            "mode": "train",
+            "adata": str(ref_path),
+            "outdir": str(train_dir),
+            "max_iteration": iterations,
+            "seed": seed,
+        }
+    )
+    projected = run_original(
+        {
+            "mode": "project",
+            "adata": str(query_path),
+            "model": str(train_dir),
+            "outdir": str(project_dir),
+        }
+    )
+    ref_latent = _aligned(train_dir, reference.obs_names)
+    query_latent = _aligned(project_dir, query.obs_names)
+    return {
+        "ref_latent": ref_latent,
+        "query_latent": query_latent,
+        "train_s": trained["wall_s"],
+        "project_s": projected["wall_s"],
+        "project_mib": projected["peak_rss_mib"],
+        "memory_note": "peak RSS of its process",
+    }
+
+
+def _aligned(outdir: Path, obs_names: pd.Index) -> np.ndarray:
+    latent = np.load(outdir / "latent.npy")
+    names = np.load(outdir / "obs_names.npy")
+    return latent[pd.Index(names).get_indexer(obs_names)]
+
+
+def evaluate(name, result, reference, query, split_name):
+    classifier = sx.tl.KNNLabelTransfer().fit(result["ref_latent"], reference.obs[LABEL])
+    start = time.perf_counter()
+    predicted = classifier.predict(result["query_latent"])
+    transfer_s = time.perf_counter() - start
+    scores = sx.tl.label_transfer_scores(
+        query.obs[LABEL], predicted["label"], reference_labels=reference.obs[LABEL].unique()
+    )
+    return {
+        "split": split_name,
+        "method": name,
+        "n_reference": reference.n_obs,
+        "n_query": query.n_obs,
+        **scores,
+        "macro_f1_no_unknown": sx.tl.label_transfer_scores(
+            query.obs[LABEL],
+            predicted["best_label"],
+            reference_labels=reference.obs[LABEL].unique(),
+        )["macro_f1"],
+        "train_s": result["train_s"],
+        "projection_s": result["project_s"],
+        "projection_cells_per_s": query.n_obs / result["project_s"],
+        "projection_peak_mib": result["project_mib"],
+        "transfer_s": transfer_s,
+    }, predicted
+
+
+def plot_split(split_name, reference, query, results, predictions):
+    import umap
+
+    names = list(results)
+    fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 8.5))
+    for column, name in enumerate(names):
+        joint = np.vstack([results[name]["ref_latent"], results[name]["query_latent"]])
+        rng = np.random.default_rng(0)
+        keep = np.arange(len(joint))
+        if len(joint) > 30_000:
+            keep = np.sort(rng.choice(len(joint), 30_000, replace=False))
+        coords = np.full((len(joint), 2), np.nan)
+        coords[keep] = umap.UMAP(random_state=0, n_jobs=1).fit_transform(joint[keep])
+        n_ref = reference.n_obs
+        ref_c, q_c = coords[:n_ref], coords[n_ref:]
+        ok_r, ok_q = ~np.isnan(ref_c[:, 0]), ~np.isnan(q_c[:, 0])
+        sx.pl.projection(
+            ref_c[ok_r],
+            q_c[ok_q],
+            query.obs[LABEL].astype(str).to_numpy()[ok_q],
+            ax=axes[0, column],
+            title=f"{name}\nquery: known labels",
+        )
+        sx.pl.projection(
+            ref_c[ok_r],
+            q_c[ok_q],
+            predictions[name]["label"].to_numpy()[ok_q],
+            ax=axes[1, column],
+            title="query: transferred labels",
+        )
+    fig.suptitle(split_name)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"projection_{split_name}.png", dpi=90)
+    plt.close(fig)
+
+
+def run_split(split_name: str, split: Split, iterations: int, seed: int, with_original: bool):
+    reference_raw, query_raw = split_data(split)
+    reference = sx.pp.preprocess(
+        reference_raw, batch_key="batch", profile=split.profile, min_features=split.min_features
+    )
+    _, query, results = run_scalex(reference, query_raw, split.iterations or iterations, seed)
+    scarches_epochs = split.scvi_epochs
+    if scarches_epochs is None:
+        scarches_epochs = scvi.model.get_max_epochs_heuristic(reference.n_obs)
+    results["scArches (scVI)"] = run_scarches(
+        reference, query, seed, scarches_epochs, split.query_epochs
+    )
+    if with_original:
+        with tempfile.TemporaryDirectory() as tmp:
+            results["original scalex 1.0.4"] = run_original_scalex(
+                reference, query, split.iterations or iterations, seed, Path(tmp)
+            )
+    rows, predictions = [], {}
+    for name, result in results.items():
+        row, predictions[name] = evaluate(name, result, reference, query, split_name)
+        rows.append(row)
+    plot_split(split_name, reference, query, results, predictions)
+    cm = sx.tl.confusion_matrix(query.obs[LABEL], predictions["SCALEX (this package)"]["label"])
+    ax = sx.pl.confusion_matrix(cm, title=f"{split_name}: SCALEX (this package)")
+    ax.figure.savefig(
+        RESULTS / f"projection_{split_name}_confusion.png", dpi=90, bbox_inches="tight"
+    )
+    plt.close(ax.figure)
+    return rows
+
+
+def write_report(table: pd.DataFrame, args) -> None:
+    table.to_csv(RESULTS / "projection.csv", index=False)
+    columns = [
+        "split",
+        "method",
+        "macro_f1",
+        "accuracy",
+        "ari",
+        "nmi",
+        "unknown_rate_known",
+        "unknown_rate_novel",
+        "train_s",
+        "projection_s",
+        "projection_cells_per_s",
+        "projection_peak_mib",
+    ]
+    ours = table[table["method"] == "SCALEX (this package)"].set_index("split")
+    arches = table[table["method"] == "scArches (scVI)"].set_index("split")
+    ratio = pd.DataFrame(
+        {
+            "speed-up vs scArches (projection time)": arches["projection_s"]
+            / ours["projection_s"],
+            "macro-F1 SCALEX": ours["macro_f1"],
+            "macro-F1 scArches": arches["macro_f1"],
+            "SCALEX >= scArches": ours["macro_f1"] >= arches["macro_f1"],
+        }
+    )
+    with open(RESULTS / "projection.md", "w") as fh:
+        fh.write("# Online projection and label transfer\n\n")
+        fh.write(
+            f"Iteration budget {args.iterations} (SCALEX and the original; early stopping "
+            f"on), seed {args.seed}. Labels: distance-weighted kNN (15 neighbours) in each "
+            'method\'s space, "Unknown" by the package defaults. macro-F1 and accuracy over '
+            'query cells of types the reference has ("Unknown" counts as wrong); ARI/NMI '
+            "over all query cells; unknown_rate_novel: query cells of types absent from the "
+            'reference called "Unknown". Projection time: SCALEX = prepare_query + '
+            "embedding; scArches = load_query_data + query training + embedding; original "
+            "= its projection call (data and model loading included). Peak memory: increase "
+            "of resident memory during projection (original: its process's peak RSS).\n\n"
+        )
+        fh.write(table[columns].round(4).to_markdown(index=False) + "\n\n")
+        fh.write("## SCALEX against scArches\n\n" + ratio.round(3).to_markdown() + "\n\n")
+        fh.write(provenance())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS))
+    parser.add_argument("--iterations", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-original", action="store_true")
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    partial = RESULTS / "projection_partial.json"
+    done = json.loads(partial.read_text()) if partial.exists() else {}
+    for name in args.splits:
+        if name in done:
+            continue
+        print(f"== {name}", flush=True)
+        done[name] = run_split(
+            name, SPLITS[name], args.iterations, args.seed, not args.no_original
+        )
+        partial.write_text(json.dumps(done))
+        print(
+            pd.DataFrame(done[name])[
+                ["method", "macro_f1", "unknown_rate_novel", "projection_s"]
+            ].to_string(),
+            flush=True,
+        )
+    table = pd.DataFrame([row for name in args.splits for row in done[name]])
+    write_report(table, args)
+    partial.unlink()
+    print(table.to_string())
+
+
+if __name__ == "__main__":
+    main()

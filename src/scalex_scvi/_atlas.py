@@ -1,0 +1,307 @@
+"""An expandable atlas: new data joins an existing cell space without retraining."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from scalex_scvi import pl
+from scalex_scvi.model import SCALEX
+from scalex_scvi.tl import KNNLabelTransfer
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+logger = logging.getLogger(__name__)
+
+LATENT_KEY = "X_scalex"
+MAP_KEY = "X_umap"
+SOURCE_KEY = "source"
+ORIGIN_KEY = "label_origin"
+_FORMAT_VERSION = 1
+
+
+class Atlas:
+    """A trained SCALEX model, its cells' embeddings and labels, and a fitted 2-D map.
+
+    Build it once from a reference with :meth:`build`; then :meth:`map` new raw data onto it
+    (prepared with the model's recipe, embedded by the frozen encoder, placed on the same 2-D map
+    with UMAP's ``transform``, labelled by kNN) and :meth:`extend` it with the mapped cells. The
+    embedding and map coordinates of cells already in the atlas never change.
+
+    Use :meth:`build` or :meth:`load` rather than the constructor.
+
+    Parameters
+    ----------
+    model
+        Trained SCALEX model.
+    blocks
+        Cells of the atlas, as AnnData blocks holding ``obs`` and ``obsm`` only.
+    umap
+        Fitted :class:`umap.UMAP` of the reference embedding.
+    label_key
+        Column with the cell labels, or ``None``.
+    classifier
+        :class:`~scalex_scvi.tl.KNNLabelTransfer` fitted on the labelled reference cells.
+    """
+
+    def __init__(
+        self,
+        model: SCALEX,
+        blocks: list[ad.AnnData],
+        umap,
+        label_key: str | None,
+        classifier: KNNLabelTransfer | None,
+    ):
+        self.model = model
+        self._blocks = list(blocks)
+        self._cache: ad.AnnData | None = None
+        self.umap = umap
+        self.label_key = label_key
+        self.classifier = classifier
+
+    @classmethod
+    def build(
+        cls,
+        model: SCALEX,
+        adata: ad.AnnData | None = None,
+        label_key: str | None = None,
+        source: str = "reference",
+        n_neighbors: int = 15,
+        min_dist: float = 0.1,
+        random_state: int | None = 0,
+        transfer_kwargs: dict | None = None,
+    ) -> Atlas:
+        """Build an atlas from a trained model and its reference cells.
+
+        Parameters
+        ----------
+        model
+            Trained SCALEX model.
+        adata
+            Reference cells, prepared like the training data; ``None`` uses the model's data.
+        label_key
+            Column of ``adata.obs`` with cell labels to transfer; ``None`` for none.
+        source
+            Name recorded in ``obs['source']`` for these cells.
+        n_neighbors, min_dist
+            UMAP parameters of the 2-D map.
+        random_state
+            Seed of UMAP (fit and transform), for a reproducible map. ``None`` lets UMAP run
+            in parallel, faster on large references but not reproducible.
+        transfer_kwargs
+            Keyword arguments of :class:`~scalex_scvi.tl.KNNLabelTransfer`.
+
+        Returns
+        -------
+        The atlas. The caller's objects are not modified.
+        """
+        import umap
+
+        adata = model.adata if adata is None else adata
+        if adata is None:
+            raise ValueError("The model holds no AnnData; pass the reference cells as adata.")
+        if label_key is not None and label_key not in adata.obs:
+            raise KeyError(f"{label_key!r} is not a column of adata.obs.")
+        latent = model.get_latent_representation(adata)
+        mapper = umap.UMAP(
+            n_neighbors=n_neighbors,
+            min_dist=min_dist,
+            random_state=random_state,
+            transform_seed=random_state if random_state is not None else 42,
+            n_jobs=1 if random_state is not None else -1,
+        ).fit(latent)
+        obs = pd.DataFrame({SOURCE_KEY: source}, index=adata.obs_names.copy())
+        batch_key = model.registry_["setup_args"]["batch_key"]
+        if batch_key is not None and batch_key in adata.obs:
+            obs[batch_key] = adata.obs[batch_key].astype(str).to_numpy()
+        classifier = None
+        if label_key is not None:
+            obs[label_key] = adata.obs[label_key].astype(str).to_numpy()
+            obs[ORIGIN_KEY] = "reference"
+            classifier = KNNLabelTransfer(**(transfer_kwargs or {})).fit(
+                latent, adata.obs[label_key]
+            )
+        block = ad.AnnData(obs=obs, obsm={LATENT_KEY: latent, MAP_KEY: mapper.embedding_})
+        return cls(model, [block], mapper, label_key, classifier)
+
+    def map(
+        self,
+        adata: ad.AnnData,
+        batch_key: str | None = None,
+        prepared: bool = False,
+        source: str = "query",
+    ) -> ad.AnnData:
+        """Map new data onto the atlas without retraining.
+
+        Parameters
+        ----------
+        adata
+            Raw counts of the new cells (any gene order, some genes may be missing), or data
+            already prepared with the model's recipe when ``prepared`` is ``True``. Not modified.
+        batch_key
+            Column of ``adata.obs`` with the query's batches, if any.
+        prepared
+            ``adata`` is already prepared (``model.prepare_query``).
+        source
+            Name recorded in ``obs['source']``.
+
+        Returns
+        -------
+        The prepared query with the embedding in ``obsm['X_scalex']``, map coordinates in
+        ``obsm['X_umap']`` and, when the atlas has labels, ``obs['<label_key>_predicted']``,
+        ``obs['<label_key>_probability']`` and ``obs['<label_key>_uncertainty']``.
+        """
+        query = adata.copy() if prepared else self.model.prepare_query(adata, batch_key=batch_key)
+        query.obsm[LATENT_KEY] = self.model.get_latent_representation(query)
+        query.obsm[MAP_KEY] = self.umap.transform(query.obsm[LATENT_KEY])
+        query.obs[SOURCE_KEY] = source
+        if self.classifier is not None:
+            predicted = self.classifier.predict(query.obsm[LATENT_KEY], index=query.obs_names)
+            query.obs[f"{self.label_key}_predicted"] = predicted["label"].to_numpy()
+            query.obs[f"{self.label_key}_probability"] = predicted["probability"].to_numpy()
+            query.obs[f"{self.label_key}_uncertainty"] = predicted["uncertainty"].to_numpy()
+        return query
+
+    def extend(self, mapped: ad.AnnData) -> None:
+        """Add mapped cells (the output of :meth:`map`) to the atlas.
+
+        Cells already in the atlas keep their embedding and map coordinates bit for bit; the
+        new cells are appended as a block, so time and memory grow with the cells added. Their
+        label is the predicted one (``obs['label_origin'] == 'predicted'``).
+        """
+        for key in (LATENT_KEY, MAP_KEY):
+            if key not in mapped.obsm:
+                raise KeyError(f"mapped.obsm has no {key!r}; pass the output of Atlas.map().")
+        obs = pd.DataFrame(
+            {SOURCE_KEY: mapped.obs.get(SOURCE_KEY, "query")}, index=mapped.obs_names.copy()
+        )
+        batch_key = self.model.registry_["setup_args"]["batch_key"]
+        if batch_key is not None and batch_key in mapped.obs:
+            obs[batch_key] = mapped.obs[batch_key].astype(str).to_numpy()
+        if self.label_key is not None:
+            predicted = f"{self.label_key}_predicted"
+            if predicted not in mapped.obs:
+                raise KeyError(f"mapped.obs has no {predicted!r}; pass the output of Atlas.map().")
+            obs[self.label_key] = mapped.obs[predicted].astype(str).to_numpy()
+            obs[ORIGIN_KEY] = "predicted"
+        block = ad.AnnData(
+            obs=obs,
+            obsm={
+                LATENT_KEY: np.array(mapped.obsm[LATENT_KEY], copy=True),
+                MAP_KEY: np.array(mapped.obsm[MAP_KEY], copy=True),
+            },
+        )
+        self._blocks.append(block)
+        self._cache = None
+
+    @property
+    def adata(self) -> ad.AnnData:
+        """The atlas's cells as one AnnData, built on demand; treat it as read-only.
+
+        ``obs`` holds the source, batch, label and label origin of each cell, ``obsm`` the
+        ``X_scalex`` embedding and the ``X_umap`` map coordinates.
+        """
+        if self._cache is None:
+            self._cache = (
+                self._blocks[0].copy()
+                if len(self._blocks) == 1
+                else ad.concat(self._blocks, join="outer", merge="first")
+            )
+        return self._cache
+
+    @property
+    def n_obs(self) -> int:
+        """Number of cells in the atlas."""
+        return sum(block.n_obs for block in self._blocks)
+
+    def save(self, dir_path: str | Path, overwrite: bool = False) -> None:
+        """Write everything needed to map new data later, on another machine, to one folder.
+
+        ``model/`` (scvi-tools save, with the preprocessing recipe), ``cells.h5ad`` (the atlas's
+        cells), ``umap.joblib`` (the fitted map; a pickle, so load atlases you trust only) and
+        ``atlas.json`` (settings).
+        """
+        import joblib
+
+        dir_path = Path(dir_path)
+        if dir_path.exists() and any(dir_path.iterdir()) and not overwrite:
+            raise FileExistsError(f"{dir_path} exists and is not empty; pass overwrite=True.")
+        dir_path.mkdir(parents=True, exist_ok=True)
+        self.model.save(dir_path / "model", overwrite=True, save_anndata=False)
+        self.adata.write_h5ad(dir_path / "cells.h5ad")
+        joblib.dump(self.umap, dir_path / "umap.joblib")
+        settings = {
+            "format_version": _FORMAT_VERSION,
+            "label_key": self.label_key,
+            "classifier": None
+            if self.classifier is None
+            else {
+                "n_neighbors": self.classifier.n_neighbors,
+                "uncertainty_threshold": self.classifier.uncertainty_threshold,
+                "distance_quantile": self.classifier.distance_quantile,
+                "unknown_label": self.classifier.unknown_label,
+                "distance_cutoff": self.classifier.distance_cutoff_,
+            },
+        }
+        (dir_path / "atlas.json").write_text(json.dumps(settings, indent=2))
+
+    @classmethod
+    def load(cls, dir_path: str | Path) -> Atlas:
+        """Load an atlas written by :meth:`save`."""
+        import joblib
+
+        dir_path = Path(dir_path)
+        settings = json.loads((dir_path / "atlas.json").read_text())
+        model = SCALEX.load(dir_path / "model")
+        cells = ad.read_h5ad(dir_path / "cells.h5ad")
+        mapper = joblib.load(dir_path / "umap.joblib")
+        label_key = settings["label_key"]
+        classifier = None
+        if settings["classifier"] is not None:
+            params = dict(settings["classifier"])
+            cutoff = params.pop("distance_cutoff")
+            reference = (cells.obs[ORIGIN_KEY] == "reference").to_numpy()
+            classifier = KNNLabelTransfer(**params).fit(
+                cells.obsm[LATENT_KEY][reference],
+                cells.obs[label_key].to_numpy()[reference],
+                distance_cutoff=cutoff,
+            )
+        return cls(model, [cells], mapper, label_key, classifier)
+
+    def plot_projection(
+        self, mapped: ad.AnnData, color: str | None = None, ax: Axes | None = None, **kwargs
+    ) -> Axes:
+        """The paper's projection figure: atlas cells in grey, mapped cells coloured.
+
+        Parameters
+        ----------
+        mapped
+            Output of :meth:`map`.
+        color
+            Column of ``mapped.obs`` to colour by; the predicted label by default.
+        ax
+            Axes to draw on.
+        **kwargs
+            Passed to :func:`scalex_scvi.pl.projection`.
+        """
+        if color is None:
+            if self.label_key is None:
+                raise ValueError("The atlas has no labels; pass color=.")
+            color = f"{self.label_key}_predicted"
+        return pl.projection(
+            self.adata.obsm[MAP_KEY], mapped.obsm[MAP_KEY], mapped.obs[color], ax=ax, **kwargs
+        )
+
+    def __repr__(self) -> str:
+        sources = self.adata.obs[SOURCE_KEY].value_counts().to_dict()
+        return (
+            f"Atlas with {self.n_obs} cells from {sources}; labels: {self.label_key}; "
+            f"{self.model.summary_stats.n_vars} features."
+        )

@@ -1,0 +1,144 @@
+"""The SCALEX paper's integration metrics, on embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from sklearn.neighbors import NearestNeighbors
+
+ArrayOrKey = np.ndarray | pd.Series | Sequence | str
+
+
+def _embedding(data: np.ndarray | AnnData, use_rep: str | None) -> np.ndarray:
+    if isinstance(data, AnnData):
+        if use_rep is None:
+            matrix = data.X
+            return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+        return np.asarray(data.obsm[use_rep])
+    return np.asarray(data)
+
+
+def _annotation(data: np.ndarray | AnnData, values: ArrayOrKey, name: str) -> np.ndarray:
+    if isinstance(values, str):
+        if not isinstance(data, AnnData):
+            raise TypeError(f"{name} given as a column name needs an AnnData.")
+        return data.obs[values].astype(str).to_numpy()
+    out = np.asarray(values).astype(str)
+    if len(out) != (data.n_obs if isinstance(data, AnnData) else len(data)):
+        raise ValueError(f"{name} has {len(out)} values, not one per cell.")
+    return out
+
+
+def batch_entropy_mixing_score(
+    data: np.ndarray | AnnData,
+    batches: ArrayOrKey,
+    labels: ArrayOrKey | None = None,
+    n_neighbors: int = 30,
+    n_pools: int = 10,
+    n_samples_per_pool: int = 100,
+    use_rep: str | None = "X_scalex",
+    seed: int = 0,
+) -> float:
+    r"""Batch entropy mixing score of :cite:p:`Xiong22`, normalised to ``[0, 1]``.
+
+    ``n_samples_per_pool`` random cells are drawn; around each, the neighbourhood is the cell and
+    its ``n_neighbors`` nearest cells. In it, the fraction :math:`p_i` of each batch is divided
+    by the batch's share :math:`P_i` of all cells (correcting for batch sizes) and renormalised,
+    :math:`q_i = (p_i / P_i) / \sum_j p_j / P_j`; the regional entropy is
+    :math:`-\sum_i q_i \ln q_i`. The score is the mean over cells and ``n_pools`` repeats,
+    divided by :math:`\ln B` for :math:`B` batches: 1 when every neighbourhood holds the batches
+    in their global proportions, 0 when every neighbourhood holds a single batch. (The original
+    package divides a natural-log entropy by :math:`\log_2 B`, so it tops out at
+    :math:`\ln 2 \approx 0.69`.)
+
+    Parameters
+    ----------
+    data
+        Embedding ``(n_cells, n_dims)``, or an AnnData with it in ``obsm[use_rep]``.
+    batches
+        Batch of each cell, or a column of ``data.obs``.
+    labels
+        Cell type of each cell, or a column of ``data.obs``. When given, only cells of types
+        present in every batch are scored (mixing is only expected for shared types).
+    n_neighbors
+        Neighbours around each sampled cell.
+    n_pools
+        Repeats with different random cells.
+    n_samples_per_pool
+        Random cells per repeat.
+    use_rep
+        ``obsm`` key when ``data`` is an AnnData (``None``: ``X``).
+    seed
+        Seed of the random cells.
+
+    Returns
+    -------
+    The score; NaN when fewer than two batches (or no shared cell type) remain.
+    """
+    embedding = _embedding(data, use_rep)
+    batch = _annotation(data, batches, "batches")
+    if labels is not None:
+        label = _annotation(data, labels, "labels")
+        table = pd.crosstab(label, batch)
+        shared = table.index[(table > 0).all(axis=1)]
+        keep = np.isin(label, shared)
+        embedding, batch = embedding[keep], batch[keep]
+    categories, codes = np.unique(batch, return_inverse=True)
+    n_batches = len(categories)
+    if n_batches < 2 or len(codes) < 2:
+        return float("nan")
+    k = min(n_neighbors, len(codes) - 1)
+    global_share = np.bincount(codes, minlength=n_batches) / len(codes)
+    index = NearestNeighbors(n_neighbors=k + 1).fit(embedding)
+    rng = np.random.default_rng(seed)
+    pool_scores = []
+    for _ in range(n_pools):
+        cells = rng.choice(len(codes), size=min(n_samples_per_pool, len(codes)), replace=False)
+        _, neighbours = index.kneighbors(embedding[cells])  # the cell itself comes first
+        counts = np.zeros((len(cells), n_batches))
+        np.add.at(counts, (np.arange(len(cells))[:, None], codes[neighbours]), 1.0)
+        adjusted = counts / counts.sum(axis=1, keepdims=True) / global_share
+        adjusted /= adjusted.sum(axis=1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(adjusted > 0, adjusted * np.log(adjusted), 0.0).sum(axis=1)
+        pool_scores.append(entropy.mean())
+    return float(np.mean(pool_scores) / np.log(n_batches))
+
+
+def over_correction_score(
+    data: np.ndarray | AnnData,
+    labels: ArrayOrKey,
+    n_neighbors: int = 100,
+    use_rep: str | None = "X_scalex",
+) -> float:
+    """Over-correction score of :cite:p:`Xiong22` (eq. 18): higher is worse.
+
+    For each cell, the fraction of its ``n_neighbors`` nearest cells (itself excluded) whose cell
+    type differs from its own, averaged over cells. An integration that merges distinct cell
+    types (over-correction, e.g. forcing a batch-specific type onto another) raises it.
+
+    Parameters
+    ----------
+    data
+        Embedding ``(n_cells, n_dims)``, or an AnnData with it in ``obsm[use_rep]``.
+    labels
+        Cell type of each cell, or a column of ``data.obs``.
+    n_neighbors
+        Neighbours per cell (the paper's 100), capped at the number of cells minus one.
+    use_rep
+        ``obsm`` key when ``data`` is an AnnData (``None``: ``X``).
+    """
+    embedding = _embedding(data, use_rep)
+    label = _annotation(data, labels, "labels")
+    k = min(n_neighbors, len(label) - 1)
+    if k < 1:
+        return float("nan")
+    _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(embedding).kneighbors(embedding)
+    # drop each cell itself (normally the first column, but duplicates may come first)
+    is_other = neighbours != np.arange(len(label))[:, None]
+    first_others = np.argsort(~is_other, axis=1, kind="stable")[:, :k]
+    others = np.take_along_axis(neighbours, first_others, axis=1)
+    return float((label[others] != label[:, None]).mean())

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import scalex_scvi as sx
+
+from scalex_testing import assert_adata_equal
+
+
+@pytest.fixture(scope="module")
+def atlas(trained, reference):
+    return sx.Atlas.build(trained, reference, label_key="cell_type")
+
+
+def _map_quietly(atlas, adata, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return atlas.map(adata, **kwargs)
+
+
+def test_build(atlas, reference, trained):
+    cells = atlas.adata
+    assert cells.n_obs == reference.n_obs == atlas.n_obs
+    np.testing.assert_array_equal(cells.obsm["X_scalex"], trained.get_latent_representation())
+    assert cells.obsm["X_umap"].shape == (reference.n_obs, 2)
+    assert (cells.obs["cell_type"] == reference.obs["cell_type"].astype(str)).all()
+    assert set(cells.obs["source"]) == {"reference"}
+    assert "reference" in repr(atlas)
+
+
+def test_map_raw_query(atlas, query_raw, trained, query):
+    before = query_raw.copy()
+    mapped = _map_quietly(atlas, query_raw, batch_key="batch")
+    assert_adata_equal(query_raw, before)
+    assert mapped.n_obs == query_raw.n_obs
+    np.testing.assert_allclose(
+        mapped.obsm["X_scalex"], trained.get_latent_representation(query), rtol=1e-5, atol=1e-6
+    )
+    assert mapped.obsm["X_umap"].shape == (query_raw.n_obs, 2)
+    predicted = mapped.obs["cell_type_predicted"]
+    assert set(predicted) <= set(atlas.adata.obs["cell_type"]) | {"Unknown"}
+    assert (
+        (mapped.obs["cell_type_probability"] >= 0) & (mapped.obs["cell_type_probability"] <= 1)
+    ).all()
+    # on this easy split most labels are right even after a short training
+    assert (predicted == query_raw.obs["cell_type"].astype(str)).mean() > 0.5
+
+
+def test_map_awkward_queries(atlas, query_raw):
+    reference_map = _map_quietly(atlas, query_raw, batch_key="batch")
+    shuffled = query_raw[:, query_raw.var_names[::-1]].copy()
+    features = list(atlas.model.feature_names)
+    shuffled = shuffled[:, [g for g in shuffled.var_names if g not in features[:20]]].copy()
+    with pytest.warns(UserWarning, match="lacks 20 of the model's"):
+        partial = atlas.map(shuffled, batch_key="batch")
+    assert partial.n_obs == query_raw.n_obs and np.isfinite(partial.obsm["X_scalex"]).all()
+    no_batch = query_raw.copy()
+    del no_batch.obs["batch"]
+    unbatched = _map_quietly(atlas, no_batch)
+    np.testing.assert_allclose(
+        unbatched.obsm["X_scalex"], reference_map.obsm["X_scalex"], rtol=1e-5, atol=1e-6
+    )
+    one = _map_quietly(atlas, query_raw[:1].copy())
+    assert one.n_obs == 1 and one.obsm["X_umap"].shape == (1, 2)
+    assert one.obs["cell_type_predicted"].iloc[0] in set(atlas.adata.obs["cell_type"]) | {
+        "Unknown"
+    }
+
+
+def test_extend_keeps_existing_cells_bit_identical(trained, reference, query_raw):
+    atlas = sx.Atlas.build(trained, reference, label_key="cell_type")
+    before = atlas.adata.obsm["X_scalex"].copy(), atlas.adata.obsm["X_umap"].copy()
+    n_reference = atlas.n_obs
+    for i in range(3):
+        mapped = _map_quietly(atlas, query_raw[i * 50 : (i + 1) * 50].copy(), source=f"q{i}")
+        atlas.extend(mapped)
+        cells = atlas.adata
+        assert cells.n_obs == n_reference + 50 * (i + 1)
+        np.testing.assert_array_equal(cells.obsm["X_scalex"][:n_reference], before[0])
+        np.testing.assert_array_equal(cells.obsm["X_umap"][:n_reference], before[1])
+        np.testing.assert_array_equal(cells.obsm["X_scalex"][-50:], mapped.obsm["X_scalex"])
+    assert set(cells.obs["source"]) == {"reference", "q0", "q1", "q2"}
+    assert (cells.obs["label_origin"][n_reference:] == "predicted").all()
+    with pytest.raises(KeyError, match=r"Atlas\.map"):
+        atlas.extend(reference)
+
+
+def test_save_load_gives_identical_results(atlas, query_raw, tmp_path):
+    first = _map_quietly(atlas, query_raw, batch_key="batch")
+    atlas.save(tmp_path / "atlas")
+    with pytest.raises(FileExistsError):
+        atlas.save(tmp_path / "atlas")
+    loaded = sx.Atlas.load(tmp_path / "atlas")
+    second = _map_quietly(loaded, query_raw, batch_key="batch")
+    np.testing.assert_array_equal(second.obsm["X_scalex"], first.obsm["X_scalex"])
+    np.testing.assert_array_equal(second.obsm["X_umap"], first.obsm["X_umap"])
+    assert (second.obs["cell_type_predicted"] == first.obs["cell_type_predicted"]).all()
+    np.testing.assert_array_equal(loaded.adata.obsm["X_scalex"], atlas.adata.obsm["X_scalex"])
+    assert loaded.classifier.distance_cutoff_ == atlas.classifier.distance_cutoff_
+
+
+def test_projection_plot(atlas, query_raw, tmp_path):
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    mapped = _map_quietly(atlas, query_raw, batch_key="batch")
+    ax = atlas.plot_projection(mapped, title="query")
+    ax.figure.savefig(tmp_path / "projection.png")
+    assert (tmp_path / "projection.png").stat().st_size > 1000

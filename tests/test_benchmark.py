@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import scalex_scvi as sx
+
+UNIT_SCORES = (
+    "Total",
+    "Batch correction",
+    "Bio conservation",
+    "batch_entropy_mixing",
+    "over_correction",
+    "leiden_nmi",
+    "silhouette_cell_type",
+)
+
+
+def test_run_benchmark_scores_every_method(reference, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "harmonypy", None)  # as if harmonypy were not installed
+    before = reference.copy()
+    given = np.random.default_rng(0).normal(size=(reference.n_obs, 5))
+    with pytest.warns(UserWarning, match="Harmony skipped"):
+        table = sx.benchmark.run_benchmark(
+            reference,
+            methods=["SCALEX", "scVI", "PCA (unintegrated)", "Harmony"],
+            prepared=True,
+            method_kwargs={"SCALEX": {"max_iterations": 30}, "scVI": {"max_epochs": 1}},
+            embeddings={"random": given},
+            dataset="pbmc",
+            save_dir=tmp_path,
+        )
+    expected = ["SCALEX", "scVI", "PCA (unintegrated)", "Harmony", "random"]
+    assert list(table["method"]) == expected
+    status = table.set_index("method")["status"]
+    assert status["Harmony"].startswith("skipped") and status["SCALEX"] == "ok"
+    scored = table.set_index("method").drop(index="Harmony")
+    for column in UNIT_SCORES:
+        assert scored[column].between(0, 1).all(), column
+    assert scored["leiden_ari"].between(-0.1, 1).all()  # ~0 by chance, may dip below
+    assert (scored.loc[["SCALEX", "scVI"], "wall_s"] > 0).all()
+    # a random embedding conserves no biology: every real method beats it
+    real = scored.drop(index="random")["Bio conservation"]
+    assert (real > scored.loc["random", "Bio conservation"]).all()
+    assert (tmp_path / "benchmark_pbmc.csv").exists()
+    assert reference.obs.equals(before.obs) and set(reference.obsm) == set(before.obsm)
+
+
+def test_run_benchmark_rejects_unknown_methods(reference):
+    with pytest.raises(ValueError, match="Unknown methods"):
+        sx.benchmark.run_benchmark(reference, methods=["LIGER"], prepared=True)
+
+
+def test_harmony_and_scanorama_runners(reference):
+    pytest.importorskip("harmonypy")
+    pytest.importorskip("scanorama")
+    from scalex_scvi.benchmark._methods import harmony, scanorama
+
+    for runner in (harmony, scanorama):
+        embedding = runner(reference, "batch")
+        assert embedding.shape[0] == reference.n_obs and np.isfinite(embedding).all()
