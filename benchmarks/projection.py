@@ -34,6 +34,7 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import scvi
+from scvi.model._utils import get_max_epochs_heuristic
 
 import scalex_scvi as sx
 
@@ -44,6 +45,7 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt
 
 LABEL = "cell_type"
+CACHE = Path(__file__).resolve().parent / ".cache" / "projection"
 
 
 @dataclass
@@ -251,6 +253,9 @@ def plot_split(split_name, reference, query, results, predictions):
     import umap
 
     names = list(results)
+    labels = sorted(set(reference.obs[LABEL].astype(str)) | set(query.obs[LABEL].astype(str)))
+    colors = plt.get_cmap("tab20").colors
+    palette = {label: colors[i % 20] for i, label in enumerate(labels)}
     fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 8.5))
     for column, name in enumerate(names):
         joint = np.vstack([results[name]["ref_latent"], results[name]["query_latent"]])
@@ -269,6 +274,7 @@ def plot_split(split_name, reference, query, results, predictions):
             query.obs[LABEL].astype(str).to_numpy()[ok_q],
             ax=axes[0, column],
             title=f"{name}\nquery: known labels",
+            palette=palette,
         )
         sx.pl.projection(
             ref_c[ok_r],
@@ -276,6 +282,7 @@ def plot_split(split_name, reference, query, results, predictions):
             predictions[name]["label"].to_numpy()[ok_q],
             ax=axes[1, column],
             title="query: transferred labels",
+            palette=palette,
         )
     fig.suptitle(split_name)
     fig.tight_layout()
@@ -283,17 +290,25 @@ def plot_split(split_name, reference, query, results, predictions):
     plt.close(fig)
 
 
-def run_split(split_name: str, split: Split, iterations: int, seed: int, with_original: bool):
+def run_split(
+    split_name: str,
+    split: Split,
+    iterations: int,
+    seed: int,
+    with_original: bool,
+    scvi_epochs: int | None = None,
+    query_epochs: int | None = None,
+):
     reference_raw, query_raw = split_data(split)
     reference = sx.pp.preprocess(
         reference_raw, batch_key="batch", profile=split.profile, min_features=split.min_features
     )
     _, query, results = run_scalex(reference, query_raw, split.iterations or iterations, seed)
-    scarches_epochs = split.scvi_epochs
+    scarches_epochs = scvi_epochs or split.scvi_epochs
     if scarches_epochs is None:
-        scarches_epochs = scvi.model.get_max_epochs_heuristic(reference.n_obs)
+        scarches_epochs = get_max_epochs_heuristic(reference.n_obs)
     results["scArches (scVI)"] = run_scarches(
-        reference, query, seed, scarches_epochs, split.query_epochs
+        reference, query, seed, scarches_epochs, query_epochs or split.query_epochs
     )
     if with_original:
         with tempfile.TemporaryDirectory() as tmp:
@@ -301,9 +316,17 @@ def run_split(split_name: str, split: Split, iterations: int, seed: int, with_or
                 reference, query, split.iterations or iterations, seed, Path(tmp)
             )
     rows, predictions = [], {}
+    CACHE.mkdir(parents=True, exist_ok=True)
     for name, result in results.items():
         row, predictions[name] = evaluate(name, result, reference, query, split_name)
         rows.append(row)
+        np.savez_compressed(
+            CACHE / f"{split_name}__{name.replace(' ', '_').replace('/', '_')}.npz",
+            ref_latent=result["ref_latent"],
+            query_latent=result["query_latent"],
+            ref_labels=reference.obs[LABEL].astype(str).to_numpy(),
+            query_labels=query.obs[LABEL].astype(str).to_numpy(),
+        )
     plot_split(split_name, reference, query, results, predictions)
     cm = sx.tl.confusion_matrix(query.obs[LABEL], predictions["SCALEX (this package)"]["label"])
     ax = sx.pl.confusion_matrix(cm, title=f"{split_name}: SCALEX (this package)")
@@ -365,6 +388,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-original", action="store_true")
+    parser.add_argument("--scvi-epochs", type=int, default=None, help="override (smoke runs)")
+    parser.add_argument("--query-epochs", type=int, default=None, help="override (smoke runs)")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("scvi").setLevel(logging.WARNING)
@@ -375,7 +400,13 @@ def main() -> None:
             continue
         print(f"== {name}", flush=True)
         done[name] = run_split(
-            name, SPLITS[name], args.iterations, args.seed, not args.no_original
+            name,
+            SPLITS[name],
+            args.iterations,
+            args.seed,
+            not args.no_original,
+            args.scvi_epochs,
+            args.query_epochs,
         )
         partial.write_text(json.dumps(done))
         print(

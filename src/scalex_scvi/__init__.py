@@ -2,8 +2,9 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import benchmark, datasets, metrics, pl, pp, tl
+from . import benchmark, datasets, io, metrics, pl, pp, tl
 from ._atlas import Atlas
+from ._integrate import integrate
 from .model import SCALEX
 from .module import SCALEXVAE
 
@@ -19,6 +20,8 @@ __all__ = [
     "__version__",
     "benchmark",
     "datasets",
+    "integrate",
+    "io",
     "metrics",
     "pl",
     "pp",

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NO_BATCH_CATEGORY = "_scalex_no_batch"
+INFERENCE_BATCH_SIZE = 1024  # cells per forward pass at inference; results do not depend on it
 _RANGE_TOLERANCE = 1e-4
 
 
@@ -241,7 +242,7 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         give_mean
             Return the mean of :math:`q(z \mid x)` (SCALEX's latent) rather than a sample.
         batch_size
-            Cells per forward pass; does not change the result.
+            Cells per forward pass (default 1,024); does not change the result.
         return_dist
             Return the mean and the variance of :math:`q(z \mid x)`.
         batch_norm
@@ -403,7 +404,10 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self, adata: AnnData, indices: Sequence[int] | None, batch_size: int | None
     ) -> Iterator[dict[str, torch.Tensor]]:
         return self._make_data_loader(
-            adata=adata, indices=indices, batch_size=batch_size, shuffle=False
+            adata=adata,
+            indices=indices,
+            batch_size=batch_size or INFERENCE_BATCH_SIZE,
+            shuffle=False,
         )
 
     def _registered_matrix(self, adata: AnnData):
@@ -471,14 +475,21 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         return AnnData(obs=obs, var=var, layers={layer: matrix})
 
 
-def _check_unit_range(matrix, what: str) -> None:
-    """Raise unless every value of ``matrix`` lies in ``[0, 1]``."""
+def _check_unit_range(matrix, what: str, chunk: int = 10_000) -> None:
+    """Raise unless every value of ``matrix`` lies in ``[0, 1]`` (backed data read by chunks)."""
     if matrix.shape[0] == 0:
         raise ValueError(f"{what} holds no cells.")
-    data = matrix.data if hasattr(matrix, "tocsr") else np.asarray(matrix)
-    if data.size == 0:
-        return
-    low, high = float(data.min()), float(data.max())
+    low, high = np.inf, -np.inf
+    in_memory = hasattr(matrix, "tocsr") or isinstance(matrix, np.ndarray)
+    blocks = (
+        [matrix]
+        if in_memory
+        else (matrix[start : start + chunk] for start in range(0, matrix.shape[0], chunk))
+    )
+    for block in blocks:
+        data = block.data if hasattr(block, "tocsr") else np.asarray(block)
+        if data.size:
+            low, high = min(low, float(data.min())), max(high, float(data.max()))
     if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
         raise ValueError(
             f"SCALEX expects values in [0, 1], but {what} ranges from {low:.3g} to {high:.3g}. "

@@ -1,0 +1,220 @@
+"""The benchmark panel on the shared RNA datasets, with the original package side by side.
+
+For each dataset, one preprocessing for everyone, then in one run:
+
+- ``scalex_scvi.benchmark.run_benchmark``: SCALEX (this package, defaults: <= 30,000
+  iterations, early stopping), scVI, unintegrated PCA, Harmony, Scanorama; wall time and peak
+  memory per method;
+- the original ``scalex`` 1.0.4 with its defaults (30,000 iterations, early stopping, own venv
+  with the three compat patches) on the same prepared data: iterations run, iterations per
+  second, wall time, peak memory;
+- SCALEX with smaller iteration budgets (1,000 / 2,000 / 4,000, no early stopping), timed, to
+  find the training time this package needs to reach the original's quality;
+- every embedding scored with scib-metrics' full panel and the paper's metrics.
+
+Writes benchmarks/results/panel.{md,csv}, panel_totals.png and scib tables per dataset.
+
+    python benchmarks/panel.py [--datasets pbmc_3chem lung_celllines pbmc_ifnb]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import anndata as ad
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import scvi
+
+import scalex_scvi as sx
+
+from _common import RESULTS, provenance, read
+from _original import run as run_original
+from scaling import DATASETS
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt
+
+BUDGETS = (1000, 2000, 4000)
+ORIGINAL = "original scalex 1.0.4 (defaults)"
+
+
+def budget_curve(prepared: ad.AnnData, seed: int) -> tuple[dict, dict]:
+    embeddings, timing = {}, {}
+    for budget in BUDGETS:
+        scvi.settings.seed = seed
+        adata = ad.AnnData(X=prepared.X, obs=prepared.obs[["batch"]].copy(), var=prepared.var[[]])
+        sx.SCALEX.setup_anndata(adata, batch_key="batch")
+        model = sx.SCALEX(adata)
+        start = time.perf_counter()
+        model.train(max_iterations=budget, early_stopping=False, enable_progress_bar=False)
+        name = f"SCALEX ({budget} iterations)"
+        timing[name] = {"wall_s": time.perf_counter() - start, "iterations": budget}
+        embeddings[name] = model.get_latent_representation()
+    return embeddings, timing
+
+
+def original_defaults(prepared: ad.AnnData, seed: int) -> tuple[np.ndarray, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ad.AnnData(
+            X=prepared.X, obs=prepared.obs[["batch"]].copy(), var=prepared.var[[]]
+        ).write_h5ad(tmp / "data.h5ad")
+        (tmp / "out").mkdir()
+        report = run_original(
+            {
+                "mode": "train",
+                "adata": str(tmp / "data.h5ad"),
+                "outdir": str(tmp / "out"),
+                "max_iteration": 30_000,
+                "seed": seed,
+            }
+        )
+        latent = np.load(tmp / "out" / "latent.npy")
+        names = np.load(tmp / "out" / "obs_names.npy")
+    order = pd.Index(names).get_indexer(prepared.obs_names)
+    return latent[order], report
+
+
+def run_dataset(name: str, seed: int) -> pd.DataFrame:
+    file, min_features = DATASETS[name]
+    prepared = sx.pp.preprocess(read(file), batch_key="batch", min_features=min_features)
+    original_latent, original = original_defaults(prepared, seed)
+    print(
+        f"{name}: original ran {original['iterations']} iterations in {original['fit_s']:.0f} s",
+        flush=True,
+    )
+    curve, curve_timing = budget_curve(prepared, seed)
+    table = sx.benchmark.run_benchmark(
+        prepared,
+        prepared=True,
+        dataset=name,
+        seed=seed,
+        embeddings={ORIGINAL: original_latent, **curve},
+        save_dir=RESULTS / "panel_tables" / name,
+    )
+    table = table.set_index("method")
+    table.loc[ORIGINAL, ["wall_s", "peak_mib", "iterations", "iterations_per_s"]] = [
+        original["fit_s"],
+        original["peak_rss_mib"],
+        original["iterations"],
+        original["iterations_per_s"],
+    ]
+    for method, info in curve_timing.items():
+        table.loc[method, ["wall_s", "iterations"]] = [info["wall_s"], info["iterations"]]
+        table.loc[method, "iterations_per_s"] = info["iterations"] / info["wall_s"]
+    return table.reset_index()
+
+
+def time_to_quality(table: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: the cheapest SCALEX run reaching the original's scib Total."""
+    rows = []
+    for dataset, group in table.groupby("dataset"):
+        group = group.set_index("method")
+        target = group.loc[ORIGINAL, "Total"]
+        ours = group[group.index.str.startswith("SCALEX")].dropna(subset=["wall_s"])
+        reaching = ours[ours["Total"] >= target].sort_values("wall_s")
+        best = reaching.index[0] if len(reaching) else None
+        rows.append(
+            {
+                "dataset": dataset,
+                "original Total": target,
+                "original wall_s": group.loc[ORIGINAL, "wall_s"],
+                "cheapest SCALEX run reaching it": best,
+                "its Total": group.loc[best, "Total"] if best else np.nan,
+                "its wall_s": group.loc[best, "wall_s"] if best else np.nan,
+                "speed-up": group.loc[ORIGINAL, "wall_s"] / group.loc[best, "wall_s"]
+                if best
+                else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_totals(table: pd.DataFrame) -> None:
+    pivot = table.pivot_table(index="method", columns="dataset", values="Total")
+    ax = pivot.plot.barh(figsize=(8, 0.45 * len(pivot) + 2))
+    ax.set_xlabel("scib Total (0.4 batch correction + 0.6 bio conservation)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.figure.tight_layout()
+    ax.figure.savefig(RESULTS / "panel_totals.png", dpi=110)
+    plt.close(ax.figure)
+
+
+def write_report(table: pd.DataFrame, seed: int) -> None:
+    table.to_csv(RESULTS / "panel.csv", index=False)
+    main = [
+        "dataset",
+        "method",
+        "Total",
+        "Batch correction",
+        "Bio conservation",
+        "batch_entropy_mixing",
+        "over_correction",
+        "leiden_ari",
+        "leiden_nmi",
+        "wall_s",
+        "peak_mib",
+        "iterations_per_s",
+    ]
+    ttq = time_to_quality(table)
+    checks = []
+    for dataset, group in table.groupby("dataset"):
+        group = group.set_index("method")
+        ours = group.loc["SCALEX", "Total"]
+        checks.append(
+            {
+                "dataset": dataset,
+                "SCALEX Total": ours,
+                "scVI Total": group.loc["scVI", "Total"],
+                "original Total": group.loc[ORIGINAL, "Total"],
+                "SCALEX >= scVI": ours >= group.loc["scVI", "Total"],
+                "SCALEX >= original": ours >= group.loc[ORIGINAL, "Total"],
+            }
+        )
+    plot_totals(table)
+    with open(RESULTS / "panel.md", "w") as fh:
+        fh.write("# Benchmark panel\n\n")
+        fh.write(
+            f"Seed {seed}. Same preprocessing for every method (`scalex_scvi.pp.preprocess`"
+            ", 2,000 HVGs, global MaxAbs). scib-metrics default panel, not min-max scaled. "
+            "Paper metrics: batch entropy mixing on shared cell types (1 = perfect), "
+            "over-correction (k = 100, lower is better), Leiden ARI/NMI. wall_s: training "
+            "(or running) time; peak_mib: peak increase of resident memory (original: peak "
+            "RSS of its process).\n\n"
+        )
+        fh.write(table[[c for c in main if c in table]].round(4).to_markdown(index=False))
+        fh.write("\n\n## Targets\n\n")
+        fh.write(pd.DataFrame(checks).round(4).to_markdown(index=False) + "\n\n")
+        fh.write("Time to the original's quality:\n\n")
+        fh.write(ttq.round(3).to_markdown(index=False) + "\n\n")
+        fh.write("![scib Total per method](panel_totals.png)\n\n")
+        fh.write(provenance())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    partial = RESULTS / "panel_partial.json"
+    done = json.loads(partial.read_text()) if partial.exists() else {}
+    for name in args.datasets:
+        if name not in done:
+            done[name] = run_dataset(name, args.seed).to_dict(orient="records")
+            partial.write_text(json.dumps(done, default=float))
+    table = pd.concat([pd.DataFrame(done[name]) for name in args.datasets], ignore_index=True)
+    write_report(table, args.seed)
+    partial.unlink()
+    print(table.to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Partial overlap (the paper's Fig. 2 protocol): over-correction against shared cell types.
+
+Two-batch datasets are built from real cells whose batches share 0 … all cell types:
+
+- lung cell lines: batch 1 = the three CEL-seq2 five-line plates, batch 2 = Drop-seq (three
+  lines). Of the three lines both hold, ``k`` are kept in both batches and each other line in
+  one batch only (chosen at random); A549 and H838 exist in batch 1 only.
+- PBMC chemistries: batch 1 = 3' v2, batch 2 = 5'. Of the seven types both hold with enough
+  cells (B, DC, Mono_CD14, Mono_CD16, NK, T_CD4, T_CD8), ``k`` are kept in both batches and
+  each other type in one batch only (at random).
+
+Every method runs on each dataset (``scalex_scvi.benchmark.run_benchmark``); reported per
+method and ``k``: the over-correction score (fraction of a cell's 100 nearest neighbours of
+another type; lower is better) and scib bio conservation, mean and spread over the draws.
+Writes benchmarks/results/partial_overlap.{md,csv,png}.
+
+    python benchmarks/partial_overlap.py [--draws 2] [--iterations 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import anndata as ad
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+
+import scalex_scvi as sx
+
+from _common import RESULTS, provenance, read
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt
+
+SERIES = {
+    "lung_celllines": {
+        "file": "cellbench_lung_celllines.h5ad",
+        "batches": {
+            "CEL-seq2": ["CELseq2_5cl_p1", "CELseq2_5cl_p2", "CELseq2_5cl_p3"],
+            "Drop-seq": ["Dropseq_3cl"],
+        },
+        "common": ["H1975", "H2228", "HCC827"],
+        "extra": ["A549", "H838"],  # in batch 1 only
+        "shared_counts": [0, 1, 2, 3],
+        "min_features": 600,
+    },
+    "pbmc_3chem": {
+        "file": "symphony_pbmc_3chem_small.h5ad",
+        "batches": {"3pv2": ["3pv2"], "5p": ["5p"]},
+        "common": ["B", "DC", "Mono_CD14", "Mono_CD16", "NK", "T_CD4", "T_CD8"],
+        "extra": [],  # MK (2 + 2 cells) and HSC (0 + 1) are left out
+        "shared_counts": [0, 2, 4, 7],
+        "min_features": 50,
+    },
+}
+METHODS = ["SCALEX", "scVI", "PCA (unintegrated)", "Harmony", "Scanorama"]
+
+
+def build(
+    raw: ad.AnnData, spec: dict, k: int, rng: np.random.Generator
+) -> tuple[ad.AnnData, dict]:
+    names = list(spec["batches"])
+    common = list(spec["common"])
+    shared = list(rng.choice(common, size=k, replace=False)) if k else []
+    private = {name: [] for name in names}
+    for cell_type in (t for t in common if t not in shared):
+        private[names[rng.integers(0, 2)]].append(cell_type)
+    keep = np.zeros(raw.n_obs, dtype=bool)
+    batch = np.empty(raw.n_obs, dtype=object)
+    for name, members in spec["batches"].items():
+        in_batch = raw.obs["batch"].astype(str).isin(members).to_numpy()
+        types = raw.obs["cell_type"].astype(str)
+        allowed = shared + private[name] + list(spec["extra"])
+        chosen = in_batch & types.isin(allowed).to_numpy()
+        keep |= chosen
+        batch[chosen] = name
+    data = raw[keep].copy()
+    data.obs["batch"] = pd.Categorical(batch[keep])
+    return data, {"shared": shared, "private": private}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--draws", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--scvi-epochs", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    partial = RESULTS / "partial_overlap_partial.json"
+    done = json.loads(partial.read_text()) if partial.exists() else {}
+    for series, spec in SERIES.items():
+        raw = read(spec["file"])
+        for k in spec["shared_counts"]:
+            for draw in range(args.draws):
+                key = f"{series}|{k}|{draw}"
+                if key in done:
+                    continue
+                rng = np.random.default_rng(1000 * k + draw + args.seed)
+                data, design = build(raw, spec, k, rng)
+                table = sx.benchmark.run_benchmark(
+                    data,
+                    methods=METHODS,
+                    dataset=f"{series}_k{k}_d{draw}",
+                    seed=args.seed,
+                    preprocess_kwargs={"min_features": spec["min_features"]},
+                    method_kwargs={
+                        "SCALEX": {"max_iterations": args.iterations},
+                        "scVI": {"max_epochs": args.scvi_epochs},
+                    },
+                )
+                table["series"], table["shared_types"], table["draw"] = series, k, draw
+                table["design"] = json.dumps(design)
+                done[key] = table.to_dict(orient="records")
+                partial.write_text(json.dumps(done, default=float))
+                print(
+                    key,
+                    table[["method", "over_correction", "Bio conservation"]]
+                    .round(3)
+                    .to_dict("records"),
+                    flush=True,
+                )
+    table = pd.concat([pd.DataFrame(rows) for rows in done.values()], ignore_index=True)
+    table.to_csv(RESULTS / "partial_overlap.csv", index=False)
+    write_report(table, args)
+    partial.unlink()
+
+
+def write_report(table: pd.DataFrame, args) -> None:
+    summary = table.groupby(["series", "shared_types", "method"])[
+        ["over_correction", "Bio conservation", "Batch correction", "Total"]
+    ].agg(["mean", "std"])
+    per_method = table.groupby(["series", "method"])["over_correction"].mean().unstack()
+    lowest = table.groupby(["series", "shared_types", "method"])["over_correction"].mean()
+    winners = lowest.groupby(["series", "shared_types"]).idxmin().map(lambda t: t[2])
+
+    fig, axes = plt.subplots(2, len(SERIES), figsize=(6 * len(SERIES), 8), squeeze=False)
+    for column, series in enumerate(SERIES):
+        part = table[table["series"] == series]
+        for row, metric in enumerate(("over_correction", "Bio conservation")):
+            ax = axes[row, column]
+            for method, group in part.groupby("method"):
+                stats = group.groupby("shared_types")[metric].agg(["mean", "std"])
+                ax.errorbar(
+                    stats.index,
+                    stats["mean"],
+                    yerr=stats["std"].fillna(0),
+                    marker="o",
+                    capsize=3,
+                    label=method,
+                )
+            ax.set_xlabel("cell types shared by the two batches")
+            ax.set_ylabel(metric + (" (lower is better)" if row == 0 else ""))
+            ax.set_title(series)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "partial_overlap.png", dpi=110)
+    plt.close(fig)
+
+    with open(RESULTS / "partial_overlap.md", "w") as fh:
+        fh.write("# Partial overlap: over-correction against shared cell types\n\n")
+        fh.write(
+            f"{args.draws} random draws per number of shared types; SCALEX "
+            f"{args.iterations} iterations, scVI {args.scvi_epochs} epochs; seed "
+            f"{args.seed}. Over-correction: fraction of each cell's 100 nearest neighbours "
+            "of another cell type (lower is better).\n\n"
+        )
+        fh.write("Mean over-correction per method (all draws and overlaps):\n\n")
+        fh.write(per_method.round(4).to_markdown() + "\n\n")
+        fh.write("Lowest over-correction per series and overlap:\n\n")
+        fh.write(winners.to_frame("lowest over-correction").to_markdown() + "\n\n")
+        fh.write("Mean and standard deviation over draws:\n\n")
+        fh.write(summary.round(4).to_markdown() + "\n\n")
+        fh.write("![over-correction and bio conservation](partial_overlap.png)\n\n")
+        fh.write(provenance())
+
+
+if __name__ == "__main__":
+    main()
