@@ -34,8 +34,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-bench: $(BENCH_STAMP)  ## the benchmark panel on ../shared/data (SCALEX_SCVI_DATA_DIR)
-	cd benchmarks && ../$(BIN)/python scaling.py
+BENCHMARKS ?= speed scaling early_stopping throughput projection label_threshold panel partial_overlap
+
+bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DIR); results in benchmarks/results
+	cd benchmarks && for script in $(BENCHMARKS); do ../$(BIN)/python $$script.py || exit 1; done
 
 clean:
 	rm -rf $(OUTDIR) .pytest_cache .ruff_cache

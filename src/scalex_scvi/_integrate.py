@@ -141,7 +141,8 @@ def integrate(
     Returns
     -------
     AnnData with the latent space in ``obsm['latent']``, the UMAP in ``obsm['X_scalex_umap']``,
-    Leiden clusters in ``obs['leiden']`` and ``layers['impute']`` when asked.
+    Leiden clusters in ``obs['leiden']``, ``layers['impute']`` when asked, and the run's facts
+    (iterations, epochs, batch column) in ``uns['scalex_integrate']``.
 
     Notes
     -----
@@ -215,6 +216,12 @@ def integrate(
                 train_kwargs,
             )
             log.info(f"Trained {model.trainer.global_step} iterations.")
+            run_info = {
+                "iterations": int(model.trainer.global_step),
+                "epochs": int(model.trainer.current_epoch),
+                "batch_key": train_batch,
+                "mode": "integrate",
+            }
         else:
             step("load model")
             model, reference = _load_projection(projection)
@@ -222,6 +229,7 @@ def integrate(
                 adata.copy() if processed else model.prepare_query(adata, batch_key=train_batch)
             )
             log.info(f"Loaded the model of {projection}.")
+            run_info = {"batch_key": train_batch, "mode": "projection", "model": str(projection)}
 
         step("embed")
         batch_norm = "running" if eval else "per_batch"
@@ -243,6 +251,7 @@ def integrate(
             join="outer",
             index_unique=None,
         )
+    result.uns["scalex_integrate"] = run_info
     if not ignore_umap:
         _umap_and_leiden(result, seed)
     if assess:

@@ -19,6 +19,7 @@ from ._steps import (
     column_max,
     kept_features,
     maxabs_scale,
+    normalize_log,
     reindex_features,
     scale_columns,
 )
@@ -188,22 +189,27 @@ def prepare_query(
         raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
     profile = str(recipe["profile"])
     features = pd.Index(np.asarray(recipe["features"]).astype(str))
-    work = _counts_copy(adata, layer)
-    if profile == "RNA":
-        work = work[:, kept_features(work.var_names, bool(recipe["keep_mt"]))].copy()
-        counts = work.X.copy()
-        sc.pp.normalize_total(work, target_sum=float(recipe["target_sum"]))
-        sc.pp.log1p(work)
-    elif profile == "ATAC":
-        work.X.data[:] = 1.0
-        counts = work.X.copy()
+    names = pd.Index(adata.var_names.astype(str))
+    if profile == "ADT":  # CLR needs every protein of the query
+        work = _counts_copy(adata, layer)
+        counts = reindex_features(work.X, names, features, 0.0, warn=False)
+        transformed = _clr(work.X)
+        values = reindex_features(
+            transformed, names, features, min_feature_overlap, what="The query"
+        )
     else:
-        counts = work.X.copy()
-        work.X = _clr(work.X)
+        # Only the recipe's features are copied: at atlas scale the full matrix is many GiB.
+        matrix = _raw_matrix(adata, layer)
+        counts = reindex_features(matrix, names, features, min_feature_overlap, what="The query")
+        values = counts.copy()
+        if profile == "RNA":
+            kept = kept_features(names, bool(recipe["keep_mt"])).astype(np.float32)
+            totals = np.asarray(matrix @ kept, dtype=np.float64).ravel()
+            values = normalize_log(values, totals, float(recipe["target_sum"]))
+        else:  # ATAC: binarised
+            counts.data[:] = 1.0
+            values.data[:] = 1.0
 
-    names = pd.Index(work.var_names.astype(str))
-    values = reindex_features(work.X, names, features, min_feature_overlap, what="The query")
-    counts = reindex_features(counts, names, features, 0.0, warn=False)
     groups = adata.obs[batch_key].astype(str).to_numpy() if batch_key is not None else None
     if recipe["scale"] == "batch":
         values = maxabs_scale(values, groups)
@@ -218,6 +224,17 @@ def prepare_query(
     query.layers["counts"] = counts
     query.uns[RECIPE_KEY] = dict(recipe)
     return query
+
+
+def _raw_matrix(adata: AnnData, layer: str | None):
+    """The caller's count matrix, checked, without copying a sparse one."""
+    matrix = adata.X if layer is None else adata.layers[layer]
+    if matrix is None:
+        raise ValueError("adata has no matrix to preprocess (X is None and no layer given).")
+    if not sparse.issparse(matrix):
+        matrix = as_csr(matrix)
+    check_counts(matrix, "adata")
+    return matrix
 
 
 def _counts_copy(adata: AnnData, layer: str | None) -> AnnData:

@@ -48,6 +48,21 @@ def scale_columns(matrix: sparse.csr_matrix, divisor: np.ndarray) -> sparse.csr_
     return sparse.csr_matrix(matrix.multiply(1.0 / safe[None, :]), dtype=np.float32)
 
 
+def normalize_log(
+    matrix: sparse.csr_matrix, totals: np.ndarray, target_sum: float
+) -> sparse.csr_matrix:
+    """``log1p(x / total * target_sum)`` per cell, in place.
+
+    As ``sc.pp.normalize_total`` + ``sc.pp.log1p`` with ``totals`` taken over every (kept)
+    feature of the cell; cells with no counts stay 0.
+    """
+    matrix = sparse.csr_matrix(matrix)
+    factor = target_sum / np.where(totals > 0, totals, 1.0)
+    matrix.data *= np.repeat(factor, np.diff(matrix.indptr)).astype(np.float32)
+    np.log1p(matrix.data, out=matrix.data)
+    return matrix
+
+
 def maxabs_scale(matrix: sparse.csr_matrix, groups: np.ndarray | None) -> sparse.csr_matrix:
     """MaxAbs scaling to ``[0, 1]``, globally (``groups=None``) or within each group of rows."""
     if groups is None:
