@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 import scalex_scvi as sx
-from projection import CACHE
 
 from _common import RESULTS, provenance
+from projection import CACHE
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt

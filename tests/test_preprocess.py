@@ -19,7 +19,7 @@ def _dense(m):
 def _scanpy_pipeline(raw, min_features, n_top, per_batch):
     """The paper's recipe written with scanpy and scikit-learn directly."""
     a = raw.copy()
-    a = a[:, ~a.var_names.str.startswith(("ERCC", "MT-", "mt-"))].copy()
+    a = a[:, ~a.var_names.str.startswith(("ERCC-", "MT-", "mt-"))].copy()
     sc.pp.filter_cells(a, min_genes=min_features)
     sc.pp.filter_genes(a, min_cells=3)
     sc.pp.normalize_total(a, target_sum=1e4)
@@ -157,3 +157,24 @@ def test_adt_profile_is_in_unit_range():
     out = sx.pp.preprocess(adata, profile="ADT")
     x = _dense(out.X)
     assert out.n_vars == 9 and x.min() >= 0 and x.max() == pytest.approx(1.0)
+
+
+def test_prepare_query_normalises_over_every_kept_gene_and_accepts_dense(reference_raw):
+    # library sizes are taken over every kept gene (MT excluded), not only the model's features;
+    # dense and integer input give the same result as sparse float input
+    raw = reference_raw[:50].copy()
+    raw.var_names = ["MT-" + g if i < 5 else g for i, g in enumerate(raw.var_names)]
+    ref = sx.pp.preprocess(raw, min_features=0, min_cells=0, n_top_features=100)
+    recipe = ref.uns[sx.pp.RECIPE_KEY]
+    expected = raw[:, ~raw.var_names.str.startswith(("ERCC-", "MT-", "mt-"))].copy()
+    sc.pp.normalize_total(expected, target_sum=1e4)
+    sc.pp.log1p(expected)
+    expected = _dense(expected[:, list(recipe["features"])].X) / np.asarray(recipe["feature_max"])
+    dense = raw.copy()
+    dense.X = _dense(dense.X).astype(np.int64)
+    for given in (raw, dense):
+        out = sx.pp.prepare_query(given, recipe)
+        np.testing.assert_allclose(_dense(out.X), np.minimum(expected, 1), rtol=1e-5, atol=1e-6)
+    empty = raw[:2].copy()
+    empty.X = sparse.csr_matrix(empty.shape, dtype=np.float32)
+    assert _dense(sx.pp.prepare_query(empty, recipe).X).sum() == 0

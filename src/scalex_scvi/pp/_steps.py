@@ -9,7 +9,9 @@ import pandas as pd
 from scipy import sparse
 
 RECIPE_KEY = "scalex_preprocess"
-EXCLUDED_PREFIXES = ("ERCC", "MT-", "mt-")
+# ERCC spike-ins are named "ERCC-000nn"; the original's bare "ERCC" also dropped the human genes
+# ERCC1 ... ERCC8 (DNA repair).
+EXCLUDED_PREFIXES = ("ERCC-", "MT-", "mt-")
 
 
 def as_csr(matrix) -> sparse.csr_matrix:
