@@ -47,6 +47,14 @@ def test_map_raw_query(atlas, query_raw, trained, query):
     ).all()
     # on this easy split most labels are right even after a short training
     assert (predicted == query_raw.obs["cell_type"].astype(str)).mean() > 0.5
+    per_batch = _map_quietly(atlas, query_raw, batch_key="batch", batch_norm="per_batch")
+    np.testing.assert_allclose(
+        per_batch.obsm["X_scalex"],
+        trained.get_latent_representation(query, batch_norm="per_batch"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    assert not np.allclose(per_batch.obsm["X_scalex"], mapped.obsm["X_scalex"], atol=1e-3)
 
 
 def test_map_awkward_queries(atlas, query_raw):

@@ -31,7 +31,7 @@ def test_run_benchmark_scores_every_method(reference, tmp_path, monkeypatch):
             method_kwargs={"SCALEX": {"max_iterations": 30}, "scVI": {"max_epochs": 1}},
             embeddings={"random": given},
             dataset="pbmc",
-            save_dir=tmp_path,
+            save_dir=tmp_path / "new" / "folder",  # created on demand
         )
     expected = ["SCALEX", "scVI", "PCA (unintegrated)", "Harmony", "random"]
     assert list(table["method"]) == expected
@@ -45,7 +45,8 @@ def test_run_benchmark_scores_every_method(reference, tmp_path, monkeypatch):
     # a random embedding conserves no biology: every real method beats it
     real = scored.drop(index="random")["Bio conservation"]
     assert (real > scored.loc["random", "Bio conservation"]).all()
-    assert (tmp_path / "benchmark_pbmc.csv").exists()
+    assert (tmp_path / "new" / "folder" / "benchmark_pbmc.csv").exists()
+    assert (tmp_path / "new" / "folder" / "scib_results.svg").exists()
     assert reference.obs.equals(before.obs) and set(reference.obsm) == set(before.obsm)
 
 

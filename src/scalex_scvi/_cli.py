@@ -146,7 +146,7 @@ def _map(args: argparse.Namespace) -> int:
     atlas = Atlas.load(args.atlas)
     query = read_many(args.data_list, args.batch_categories, batch_key=args.batch_key)
     batch_key = args.batch_key if args.batch_key in query.obs else None
-    mapped = atlas.map(query, batch_key=batch_key, source=args.source)
+    mapped = atlas.map(query, batch_key=batch_key, source=args.source, batch_norm=args.batch_norm)
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     mapped.write_h5ad(out / "mapped.h5ad")
@@ -266,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     mapper.add_argument("-b", "--batch_categories", nargs="+", default=None)
     mapper.add_argument("--batch_key", default="batch")
     mapper.add_argument("--source", default="query", help="name of this query in the atlas")
+    mapper.add_argument(
+        "--batch_norm",
+        choices=("running", "per_batch"),
+        default="running",
+        help="encoder BatchNorm statistics: the reference's (default) or each query batch's "
+        "(the original's behaviour)",
+    )
     mapper.add_argument("-o", "--outdir", default="mapped/")
     mapper.add_argument("--extend", action="store_true", help="add the cells to the atlas")
     mapper.set_defaults(func=_map)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -72,6 +73,7 @@ def scib_benchmark(
     bench.benchmark()
     results = bench.get_results(min_max_scale=False)
     if save_dir is not None:
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
         bench.plot_results_table(min_max_scale=False, show=False, save_dir=save_dir)
     results = results.drop(index="Metric Type").astype(float)
     results.index.name = "embedding"
