@@ -88,11 +88,12 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--scvi-epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     partial = RESULTS / "partial_overlap_partial.json"
     done = json.loads(partial.read_text()) if partial.exists() else {}
-    for series, spec in SERIES.items():
+    for series, spec in ((name, SERIES[name]) for name in args.series):
         raw = read(spec["file"])
         for k in spec["shared_counts"]:
             for draw in range(args.draws):
@@ -137,8 +138,8 @@ def write_report(table: pd.DataFrame, args) -> None:
     lowest = table.groupby(["series", "shared_types", "method"])["over_correction"].mean()
     winners = lowest.groupby(["series", "shared_types"]).idxmin().map(lambda t: t[2])
 
-    fig, axes = plt.subplots(2, len(SERIES), figsize=(6 * len(SERIES), 8), squeeze=False)
-    for column, series in enumerate(SERIES):
+    fig, axes = plt.subplots(2, len(args.series), figsize=(6 * len(args.series), 8), squeeze=False)
+    for column, series in enumerate(args.series):
         part = table[table["series"] == series]
         for row, metric in enumerate(("over_correction", "Bio conservation")):
             ax = axes[row, column]
