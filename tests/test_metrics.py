@@ -94,3 +94,15 @@ def test_clustering_and_lisi_on_separated_types():
     assert sil["silhouette_cell_type"] > 0.8 and sil["silhouette_batch"] > 0.8
     lisi = sx.metrics.lisi_scores(data, batches, labels, n_neighbors=30)
     assert lisi["clisi"] > 0.95 and lisi["ilisi"] > 0.8
+
+
+def test_scib_benchmark_without_shared_cell_types():
+    # no cell type in both batches (the partial-overlap series at 0 shared types)
+    rng = np.random.default_rng(0)
+    batches = np.repeat(["a", "b"], 60)
+    labels = np.repeat(["t1", "t2", "t3", "t4"], 30)
+    emb = rng.normal(size=(120, 5)) + np.repeat(np.arange(4), 30)[:, None] * 3
+    with pytest.warns(UserWarning, match="batch silhouette is left out"):
+        scores = sx.metrics.scib_benchmark({"emb": emb}, batches, labels, pre_integrated=emb)
+    assert np.isfinite(scores.loc["emb", "Total"])
+    assert 0 <= scores.loc["emb", "Bio conservation"] <= 1

@@ -61,6 +61,20 @@ def scib_benchmark(
         if values.shape[0] != n_cells:
             raise ValueError(f"Embedding {name!r} has {values.shape[0]} rows, not {n_cells}.")
         adata.obsm[name] = np.asarray(values, dtype=np.float32)
+    extra = {}
+    shared = adata.obs.groupby("label", observed=True)["batch"].nunique()
+    if not (shared > 1).any():
+        # scib-metrics' batch silhouette (BRAS) fails when no cell type spans two batches
+        import warnings
+
+        from scib_metrics.benchmark import BatchCorrection
+
+        warnings.warn(
+            "No cell type is shared by two batches; the batch silhouette is left out.",
+            UserWarning,
+            stacklevel=2,
+        )
+        extra["batch_correction_metrics"] = BatchCorrection(bras=False)
     bench = Benchmarker(
         adata,
         batch_key="batch",
@@ -69,6 +83,7 @@ def scib_benchmark(
         pre_integrated_embedding_obsm_key="X_pre",
         n_jobs=n_jobs,
         progress_bar=progress_bar,
+        **extra,
     )
     bench.benchmark()
     results = bench.get_results(min_max_scale=False)
