@@ -9,30 +9,18 @@ import shlex
 import sys
 import time
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import scanpy as sc
 
+from scalex_scvi._report import package_versions
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
-PACKAGES = (
-    "scalex-scvi",
-    "scvi-tools",
-    "torch",
-    "lightning",
-    "anndata",
-    "scanpy",
-    "scib-metrics",
-    "scikit-learn",
-    "numpy",
-    "jax",
-    "umap-learn",
-    "harmonypy",
-    "scanorama",
-)
+# packages the benchmarks use beyond the runtime dependencies
+BENCH_PACKAGES = ("jax", "umap-learn", "harmonypy", "scanorama")
 
 
 def data_dir() -> Path:
@@ -48,12 +36,8 @@ def read(name: str) -> ad.AnnData:
 
 
 def versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
+    found = package_versions(BENCH_PACKAGES)
+    found.pop("python")  # reported with the machine
     return found
 
 

@@ -33,10 +33,10 @@ PACKAGES = (
 )
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages a run depends on."""
+def package_versions(extra: Sequence[str] = ()) -> dict[str, str]:
+    """Installed versions of the packages a run depends on (and of ``extra`` packages)."""
     found = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in (*PACKAGES, *extra):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
