@@ -50,11 +50,19 @@ def provenance(extra: dict | None = None) -> str:
         f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"- machine: {platform.platform()}, {os.cpu_count()} CPU cores, Python "
         f"{platform.python_version()}",
+        f"- threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"torch {_torch_threads()}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
     ]
     for key, value in (extra or {}).items():
         lines.append(f"- {key}: {value}")
     return "\n".join(lines) + "\n"
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def peak_rss_mib() -> float:

@@ -15,6 +15,7 @@ For each dataset, one preprocessing for everyone, then in one run:
 Writes benchmarks/results/panel.{md,csv}, panel_totals.png and scib tables per dataset.
 
     python benchmarks/panel.py [--datasets pbmc_3chem lung_celllines pbmc_ifnb]
+        [--reuse pbmc_3chem]   # take that dataset's rows from the existing panel.csv
 """
 
 from __future__ import annotations
@@ -221,10 +222,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        help="datasets whose rows are taken from the existing panel.csv instead of re-run",
+    )
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     partial = RESULTS / "panel_partial.json"
     done = json.loads(partial.read_text()) if partial.exists() else {}
+    if args.reuse:
+        previous = pd.read_csv(RESULTS / "panel.csv")
+        for name in args.reuse:
+            rows = previous[previous["dataset"] == name]
+            if rows.empty:
+                raise ValueError(f"panel.csv has no rows of {name!r} to reuse")
+            done.setdefault(name, rows.to_dict(orient="records"))
     for name in args.datasets:
         if name not in done:
             done[name] = run_dataset(name, args.seed).to_dict(orient="records")

@@ -35,11 +35,40 @@ def test_train_defaults_are_the_papers(reference):
     assert group["eps"] == pytest.approx(1e-8)
     assert model.trainer.global_step == 20  # max_iterations is honoured exactly
     assert plan is not None and plan.kl_weight == pytest.approx(1.0)  # no warm-up
-    assert model.module.kl_weight == pytest.approx(0.5)
+    # 400 features: the paper's 0.5 scaled by 400 / 1000
+    assert model.module.kl_weight == pytest.approx(0.2)
     loader = model.trainer.train_dataloader
     assert loader.batch_size == 64 or getattr(loader.sampler, "batch_size", None) == 64
     # every training cell is used (train_size=1.0)
     assert len(model.train_indices) == adata.n_obs
+
+
+def test_default_kl_weight_is_the_papers_from_1000_features():
+    assert sx.model.default_kl_weight(2000) == pytest.approx(0.5)
+    assert sx.model.default_kl_weight(1000) == pytest.approx(0.5)
+    assert sx.model.default_kl_weight(9) == pytest.approx(0.0045)
+    assert sx.model.default_kl_weight(100) < sx.model.default_kl_weight(500)
+
+
+def test_explicit_kl_weight_is_kept(reference):
+    adata = reference.copy()
+    sx.SCALEX.setup_anndata(adata, batch_key="batch")
+    assert sx.SCALEX(adata, n_hidden=8, kl_weight=0.5).module.kl_weight == pytest.approx(0.5)
+
+
+def test_collapsed_latent_space_warns(reference):
+    adata = reference.copy()
+    sx.SCALEX.setup_anndata(adata, batch_key="batch")
+    model = sx.SCALEX(adata, n_hidden=32, kl_weight=1e4)
+    with pytest.warns(UserWarning, match="latent space collapsed"):
+        model.train(max_iterations=300, lr=1e-2, enable_progress_bar=False, early_stopping=False)
+    assert model.get_latent_representation().std(axis=0).max() < 0.01
+
+
+def test_training_without_collapse_does_not_warn(trained):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        trained._warn_if_collapsed()
 
 
 def test_latent_of_training_data(trained, reference):

@@ -1,5 +1,5 @@
 """Models of scalex-scvi."""
 
-from ._model import SCALEX
+from ._model import SCALEX, default_kl_weight
 
-__all__ = ["SCALEX"]
+__all__ = ["SCALEX", "default_kl_weight"]
