@@ -106,3 +106,13 @@ def test_scib_benchmark_without_shared_cell_types():
         scores = sx.metrics.scib_benchmark({"emb": emb}, batches, labels, pre_integrated=emb)
     assert np.isfinite(scores.loc["emb", "Total"])
     assert 0 <= scores.loc["emb", "Bio conservation"] <= 1
+
+
+def test_silhouette_batch_undefined_without_shared_cell_types():
+    rng = np.random.default_rng(0)
+    batches = np.repeat(["a", "b"], 60)
+    labels = np.repeat(["t1", "t2", "t3", "t4"], 30)
+    emb = rng.normal(size=(120, 5)) + np.repeat(np.arange(4), 30)[:, None] * 3
+    sil = sx.metrics.silhouette_scores(emb, labels, batches, use_rep=None)
+    assert np.isnan(sil["silhouette_batch"])
+    assert 0 < sil["silhouette_cell_type"] <= 1

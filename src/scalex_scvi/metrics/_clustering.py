@@ -21,7 +21,9 @@ def silhouette_scores(
 
     ``silhouette_cell_type`` is :func:`scib_metrics.silhouette_label` rescaled to ``[0, 1]``
     (higher: types better separated); ``silhouette_batch`` is :func:`scib_metrics.silhouette_batch`
-    (1 − |silhouette| of batches within each cell type; higher: batches better mixed).
+    (1 − |silhouette| of batches within each cell type; higher: batches better mixed). When no
+    cell type spans two batches the batch silhouette is undefined and reported as NaN (scib-metrics
+    itself raises on that case).
     """
     import scib_metrics
 
@@ -30,8 +32,11 @@ def silhouette_scores(
     scores = {"silhouette_cell_type": float(scib_metrics.silhouette_label(embedding, label))}
     if batches is not None:
         batch = _annotation(data, batches, "batches")
-        scores["silhouette_batch"] = float(
-            scib_metrics.silhouette_batch(embedding, label, batch, rescale=True)
+        spans = pd.DataFrame({"label": label, "batch": batch}).groupby("label")["batch"].nunique()
+        scores["silhouette_batch"] = (
+            float(scib_metrics.silhouette_batch(embedding, label, batch, rescale=True))
+            if (spans > 1).any()
+            else float("nan")
         )
     return scores
 
