@@ -14,7 +14,14 @@ method and ``k``: the over-correction score (fraction of a cell's 100 nearest ne
 another type; lower is better) and scib bio conservation, mean and spread over the draws.
 Writes benchmarks/results/partial_overlap.{md,csv,png}.
 
-    python benchmarks/partial_overlap.py [--draws 2] [--iterations 2000]
+    python benchmarks/partial_overlap.py [--draws 2] [--iterations N] [--methods ...]
+        [--reuse results/partial_overlap.csv] [--no-report]
+
+SCALEX trains with the package defaults (≤ 30,000 iterations, early stopping) unless
+``--iterations`` is given (then its rows are labelled "SCALEX (N iterations)"). ``--reuse CSV``
+takes the rows of methods not run now from an earlier run's table (same draws: the designs
+depend on the seed only). Finished datasets are kept in one partial file per series, so the
+series can run in parallel processes with ``--no-report`` and a last call writes the report.
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 import anndata as ad
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+import torch
 
 import scalex_scvi as sx
 
@@ -57,6 +66,29 @@ SERIES = {
     },
 }
 METHODS = ["SCALEX", "scVI", "PCA (unintegrated)", "Harmony", "Scanorama"]
+REUSED_SCALEX_ITERATIONS = 2000  # budget of the first run, whose SCALEX rows carry no label
+
+
+def scalex_label(iterations: int | None) -> str:
+    return "SCALEX" if iterations is None else f"SCALEX ({iterations} iterations)"
+
+
+def partial_file(series: str) -> Path:
+    return RESULTS / f"partial_overlap_partial_{series}.json"
+
+
+def reused_rows(path: Path | None, methods: list[str]) -> pd.DataFrame | None:
+    if path is None:
+        return None
+    rows = pd.read_csv(path)
+    if "scalex_iterations" not in rows:
+        rows["scalex_iterations"] = REUSED_SCALEX_ITERATIONS
+    unlabelled = rows["method"] == "SCALEX"
+    rows.loc[unlabelled, "method"] = [
+        scalex_label(None if pd.isna(n) else int(n))
+        for n in rows.loc[unlabelled, "scalex_iterations"]
+    ]
+    return rows[~rows["method"].isin(methods)]
 
 
 def build(
@@ -85,38 +117,68 @@ def build(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--draws", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--scvi-epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--reuse", type=Path, default=None)
+    parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--conditions", default="", help="run conditions, written to the report")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    partial = RESULTS / "partial_overlap_partial.json"
-    done = json.loads(partial.read_text()) if partial.exists() else {}
+    label = scalex_label(args.iterations)
+    reused = reused_rows(args.reuse, [label if m == "SCALEX" else m for m in args.methods])
+    done = {}
     for series, spec in ((name, SERIES[name]) for name in args.series):
+        partial = partial_file(series)
+        done.update(json.loads(partial.read_text()) if partial.exists() else {})
         raw = read(spec["file"])
         for k in spec["shared_counts"]:
             for draw in range(args.draws):
                 key = f"{series}|{k}|{draw}"
                 if key in done:
                     continue
+                # something in the stack (seen: after a dataset) raises torch's thread count
+                # above OMP_NUM_THREADS, oversubscribing parallel runs; pin it per dataset
+                torch.set_num_threads(args.threads)
                 rng = np.random.default_rng(1000 * k + draw + args.seed)
                 data, design = build(raw, spec, k, rng)
+                scalex_kwargs = (
+                    {} if args.iterations is None else {"max_iterations": args.iterations}
+                )
                 table = sx.benchmark.run_benchmark(
                     data,
-                    methods=METHODS,
+                    methods=args.methods,
                     dataset=f"{series}_k{k}_d{draw}",
                     seed=args.seed,
                     preprocess_kwargs={"min_features": spec["min_features"]},
                     method_kwargs={
-                        "SCALEX": {"max_iterations": args.iterations},
+                        "SCALEX": scalex_kwargs,
                         "scVI": {"max_epochs": args.scvi_epochs},
                     },
                 )
+                table["method"] = table["method"].replace({"SCALEX": label})
+                table["scalex_iterations"] = args.iterations
                 table["series"], table["shared_types"], table["draw"] = series, k, draw
                 table["design"] = json.dumps(design)
+                if reused is not None:
+                    earlier = reused[
+                        (reused["series"] == series)
+                        & (reused["shared_types"] == k)
+                        & (reused["draw"] == draw)
+                    ]
+                    if not earlier.empty and earlier["design"].iloc[0] != table["design"].iloc[0]:
+                        raise RuntimeError(f"{key}: the reused rows come from another design.")
+                    table = pd.concat([table, earlier], ignore_index=True)
                 done[key] = table.to_dict(orient="records")
-                partial.write_text(json.dumps(done, default=float))
+                partial.write_text(
+                    json.dumps(
+                        {k_: v for k_, v in done.items() if k_.startswith(series + "|")},
+                        default=float,
+                    )
+                )
                 print(
                     key,
                     table[["method", "over_correction", "Bio conservation"]]
@@ -124,10 +186,13 @@ def main() -> None:
                     .to_dict("records"),
                     flush=True,
                 )
+    if args.no_report:
+        return
     table = pd.concat([pd.DataFrame(rows) for rows in done.values()], ignore_index=True)
     table.to_csv(RESULTS / "partial_overlap.csv", index=False)
     write_report(table, args)
-    partial.unlink()
+    for series in args.series:
+        partial_file(series).unlink(missing_ok=True)
 
 
 def write_report(table: pd.DataFrame, args) -> None:
@@ -164,17 +229,25 @@ def write_report(table: pd.DataFrame, args) -> None:
     with open(RESULTS / "partial_overlap.md", "w") as fh:
         fh.write("# Partial overlap: over-correction against shared cell types\n\n")
         fh.write(
-            f"{args.draws} random draws per number of shared types; SCALEX "
-            f"{args.iterations} iterations, scVI {args.scvi_epochs} epochs; seed "
-            f"{args.seed}. Over-correction: fraction of each cell's 100 nearest neighbours "
-            "of another cell type (lower is better).\n\n"
+            f"{args.draws} random draws per number of shared types; SCALEX with the package "
+            "defaults (≤ 30,000 iterations, early stopping) unless its label says otherwise; "
+            f"scVI {args.scvi_epochs} epochs; seed {args.seed}. Over-correction: fraction of "
+            "each cell's 100 nearest neighbours of another cell type (lower is better).\n\n"
         )
+        if args.reuse is not None:
+            fh.write(
+                f"Rows of methods other than {', '.join(args.methods)} come from an earlier run "
+                f"of this script (`{args.reuse.name}`, same draws and designs, SCALEX at "
+                f"{REUSED_SCALEX_ITERATIONS} iterations there).\n\n"
+            )
         fh.write("Mean over-correction per method (all draws and overlaps):\n\n")
         fh.write(per_method.round(4).to_markdown() + "\n\n")
         fh.write("Lowest over-correction per series and overlap:\n\n")
         fh.write(winners.to_frame("lowest over-correction").to_markdown() + "\n\n")
         fh.write("Mean and standard deviation over draws:\n\n")
         fh.write(summary.round(4).to_markdown() + "\n\n")
+        if args.conditions:
+            fh.write(f"Run conditions: {args.conditions}\n\n")
         fh.write("![over-correction and bio conservation](partial_overlap.png)\n\n")
         fh.write(provenance())
 
