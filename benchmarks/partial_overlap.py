@@ -15,13 +15,13 @@ another type; lower is better) and scib bio conservation, mean and spread over t
 Writes benchmarks/results/partial_overlap.{md,csv,png}.
 
     python benchmarks/partial_overlap.py [--draws 2] [--iterations N] [--methods ...]
-        [--reuse results/partial_overlap.csv] [--no-report]
+        [--reuse results/partial_overlap.csv]
 
 SCALEX trains with the package defaults (≤ 30,000 iterations, early stopping) unless
 ``--iterations`` is given (then its rows are labelled "SCALEX (N iterations)"). ``--reuse CSV``
 takes the rows of methods not run now from an earlier run's table (same draws: the designs
-depend on the seed only). Finished datasets are kept in one partial file per series, so the
-series can run in parallel processes with ``--no-report`` and a last call writes the report.
+depend on the seed only). Finished datasets are kept in a partial file, so an interrupted run
+picks up where it stopped. Run it alone: two training processes on 2 cores oversubscribe them.
 """
 
 from __future__ import annotations
@@ -73,10 +73,6 @@ def scalex_label(iterations: int | None) -> str:
     return "SCALEX" if iterations is None else f"SCALEX ({iterations} iterations)"
 
 
-def partial_file(series: str) -> Path:
-    return RESULTS / f"partial_overlap_partial_{series}.json"
-
-
 def reused_rows(path: Path | None, methods: list[str]) -> pd.DataFrame | None:
     if path is None:
         return None
@@ -123,25 +119,22 @@ def main() -> None:
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--reuse", type=Path, default=None)
-    parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--conditions", default="", help="run conditions, written to the report")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     label = scalex_label(args.iterations)
     reused = reused_rows(args.reuse, [label if m == "SCALEX" else m for m in args.methods])
-    done = {}
+    partial = RESULTS / "partial_overlap_partial.json"
+    done = json.loads(partial.read_text()) if partial.exists() else {}
     for series, spec in ((name, SERIES[name]) for name in args.series):
-        partial = partial_file(series)
-        done.update(json.loads(partial.read_text()) if partial.exists() else {})
         raw = read(spec["file"])
         for k in spec["shared_counts"]:
             for draw in range(args.draws):
                 key = f"{series}|{k}|{draw}"
                 if key in done:
                     continue
-                # something in the stack (seen: after a dataset) raises torch's thread count
-                # above OMP_NUM_THREADS, oversubscribing parallel runs; pin it per dataset
+                # torch reported more threads than OMP_NUM_THREADS after earlier runs; pin it
                 torch.set_num_threads(args.threads)
                 rng = np.random.default_rng(1000 * k + draw + args.seed)
                 data, design = build(raw, spec, k, rng)
@@ -173,12 +166,7 @@ def main() -> None:
                         raise RuntimeError(f"{key}: the reused rows come from another design.")
                     table = pd.concat([table, earlier], ignore_index=True)
                 done[key] = table.to_dict(orient="records")
-                partial.write_text(
-                    json.dumps(
-                        {k_: v for k_, v in done.items() if k_.startswith(series + "|")},
-                        default=float,
-                    )
-                )
+                partial.write_text(json.dumps(done, default=float))
                 print(
                     key,
                     table[["method", "over_correction", "Bio conservation"]]
@@ -186,13 +174,10 @@ def main() -> None:
                     .to_dict("records"),
                     flush=True,
                 )
-    if args.no_report:
-        return
     table = pd.concat([pd.DataFrame(rows) for rows in done.values()], ignore_index=True)
     table.to_csv(RESULTS / "partial_overlap.csv", index=False)
     write_report(table, args)
-    for series in args.series:
-        partial_file(series).unlink(missing_ok=True)
+    partial.unlink()
 
 
 def write_report(table: pd.DataFrame, args) -> None:
@@ -237,8 +222,8 @@ def write_report(table: pd.DataFrame, args) -> None:
         if args.reuse is not None:
             fh.write(
                 f"Rows of methods other than {', '.join(args.methods)} come from an earlier run "
-                f"of this script (`{args.reuse.name}`, same draws and designs, SCALEX at "
-                f"{REUSED_SCALEX_ITERATIONS} iterations there).\n\n"
+                f"of this script (`{args.reuse.name}`, same draws and designs; method labels "
+                "give SCALEX's iteration budget).\n\n"
             )
         fh.write("Mean over-correction per method (all draws and overlaps):\n\n")
         fh.write(per_method.round(4).to_markdown() + "\n\n")

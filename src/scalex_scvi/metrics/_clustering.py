@@ -8,7 +8,7 @@ from anndata import AnnData
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
-from ._paper import ArrayOrKey, _annotation, _embedding
+from ._paper import ArrayOrKey, _annotation, _embedding, _type_spans_batches
 
 
 def silhouette_scores(
@@ -32,10 +32,9 @@ def silhouette_scores(
     scores = {"silhouette_cell_type": float(scib_metrics.silhouette_label(embedding, label))}
     if batches is not None:
         batch = _annotation(data, batches, "batches")
-        spans = pd.DataFrame({"label": label, "batch": batch}).groupby("label")["batch"].nunique()
         scores["silhouette_batch"] = (
             float(scib_metrics.silhouette_batch(embedding, label, batch, rescale=True))
-            if (spans > 1).any()
+            if _type_spans_batches(label, batch)
             else float("nan")
         )
     return scores

@@ -32,6 +32,11 @@ def _annotation(data: np.ndarray | AnnData, values: ArrayOrKey, name: str) -> np
     return out
 
 
+def _type_spans_batches(labels: np.ndarray | pd.Series, batches: np.ndarray | pd.Series) -> bool:
+    """Whether some cell type has cells in two batches (scib's batch silhouette needs one)."""
+    return bool(((pd.crosstab(np.asarray(labels), np.asarray(batches)) > 0).sum(axis=1) > 1).any())
+
+
 def batch_entropy_mixing_score(
     data: np.ndarray | AnnData,
     batches: ArrayOrKey,

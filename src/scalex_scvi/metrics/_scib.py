@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._paper import _type_spans_batches
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -62,8 +64,7 @@ def scib_benchmark(
             raise ValueError(f"Embedding {name!r} has {values.shape[0]} rows, not {n_cells}.")
         adata.obsm[name] = np.asarray(values, dtype=np.float32)
     extra = {}
-    shared = adata.obs.groupby("label", observed=True)["batch"].nunique()
-    if not (shared > 1).any():
+    if not _type_spans_batches(adata.obs["label"], adata.obs["batch"]):
         # scib-metrics' batch silhouette (BRAS) fails when no cell type spans two batches
         import warnings
 
