@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-BENCHMARKS ?= speed scaling early_stopping throughput atlas_growth projection label_threshold panel partial_overlap kl_weight
+BENCHMARKS ?= speed scaling early_stopping throughput atlas_growth projection projection_seeds label_threshold panel partial_overlap kl_weight
 
 bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DIR); results in benchmarks/results
 	cd benchmarks && for script in $(BENCHMARKS); do ../$(BIN)/python $$script.py || exit 1; done

@@ -69,12 +69,17 @@ def patch(package: Path) -> None:
             if new not in text:
                 text = text.replace(old, new)
         path.write_text(text)
+        # pip may install hash-based .pyc files that are not checked against the source
+        for cached in (path.parent / "__pycache__").glob(f"{path.stem}.*.pyc"):
+            cached.unlink()
 
 
 def run(task: dict) -> dict:
     """Run ``_original_runner.py`` in the original's venv with a JSON task; return its JSON."""
     python = ensure_venv()
     done = subprocess.run(
-        [str(python), str(RUNNER), json.dumps(task)], check=True, capture_output=True, text=True
+        [str(python), str(RUNNER), json.dumps(task)], capture_output=True, text=True
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"the original package failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
