@@ -15,7 +15,10 @@ is rewritten after every finished job, so an interrupted run keeps what it finis
 later run resumes from it (the (split, seed) jobs already there are skipped; ``--fresh`` starts
 over). Each row records where it ran (``device``).
 
-    python benchmarks/projection_seeds.py [--splits pbmc_3pv1 ...] [--seeds 0 1 2] [--jobs 2]
+    python benchmarks/projection_seeds.py [--splits pbmc_3pv1 ...] [--seeds 0 1 2] [--jobs 1]
+
+Run one job at a time on a 2-core machine (two torch trainings side by side slow each other
+down many times over); ``--jobs`` is for machines with more cores.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ def run_one(
     results[SCARCHES] = run_scarches(
         reference, query, seed, epochs, query_epochs or split.query_epochs
     )
-    device = f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+    device = _device()
     rows = []
     for name, result in results.items():
         row, _ = evaluate(name, result, reference, query, split_name)
@@ -134,15 +137,14 @@ def write_report(table: pd.DataFrame, out: Path, args: argparse.Namespace) -> No
             fh.write(versus.round(4).to_markdown(index=False) + "\n\n")
         fh.write("Mean and standard deviation over seeds:\n\n")
         fh.write(summary.round(4).to_markdown(index=False) + "\n\n")
-        fh.write(provenance({"device": _device(args.jobs)}))
+        fh.write(provenance({"device": f"{_device()}, {args.jobs} worker processes"}))
 
 
-def _device(jobs: int) -> str:
+def _device() -> str:
+    """Where training runs: ``"cuda: <GPU name>"`` or ``"cpu"``."""
     import torch
 
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (training on the GPU), {jobs} worker processes"
-    return f"CPU, {jobs} worker processes"
+    return f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
 
 
 def main() -> None:
@@ -190,11 +192,7 @@ def main() -> None:
                 print(f"{split} seed {seed} failed: {error!r}", flush=True)
                 continue
             print(f"done {split} seed {seed} ({len(rows)} rows)", flush=True)
-            table = pd.DataFrame(rows)
-            order = {name: i for i, name in enumerate(args.splits)}
-            table = table.sort_values(
-                ["split", "method", "seed"], key=lambda c: c.map(order) if c.name == "split" else c
-            )
+            table = pd.DataFrame(rows).sort_values(["split", "method", "seed"])
             write_report(table, args.out, args)
     print(pd.read_csv(args.out / "projection_seeds.csv")[["split", "method", "seed", "macro_f1"]])
 
