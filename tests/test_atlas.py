@@ -78,6 +78,27 @@ def test_map_awkward_queries(atlas, query_raw):
     }
 
 
+def test_map_balanced(atlas, trained, reference, query_raw, query):
+    before = atlas.adata.obsm["X_scalex"].copy()
+    mapped = _map_quietly(atlas, query_raw, batch_key="batch", batch_norm="balanced")
+    expected, _ = sx.tl.balanced_latent(
+        trained, query, atlas.classifier, atlas.reference_statistics
+    )
+    np.testing.assert_allclose(mapped.obsm["X_scalex"], expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(atlas.adata.obsm["X_scalex"], before)
+    # a query of one cell keeps the running statistics
+    one = _map_quietly(atlas, query_raw[:1].copy(), batch_norm="balanced")
+    running = _map_quietly(atlas, query_raw[:1].copy())
+    np.testing.assert_allclose(
+        one.obsm["X_scalex"], running.obsm["X_scalex"], rtol=1e-5, atol=1e-6
+    )
+    unlabelled = sx.Atlas.build(trained, reference)
+    with pytest.raises(ValueError, match="label_key"):
+        _map_quietly(unlabelled, query_raw, batch_norm="balanced")
+    with pytest.raises(ValueError, match="batch_norm"):
+        _map_quietly(atlas, query_raw, batch_norm="train")
+
+
 def test_extend_keeps_existing_cells_bit_identical(trained, reference, query_raw):
     atlas = sx.Atlas.build(trained, reference, label_key="cell_type")
     before = atlas.adata.obsm["X_scalex"].copy(), atlas.adata.obsm["X_umap"].copy()
@@ -108,6 +129,11 @@ def test_save_load_gives_identical_results(atlas, query_raw, tmp_path):
     assert (second.obs["cell_type_predicted"] == first.obs["cell_type_predicted"]).all()
     np.testing.assert_array_equal(loaded.adata.obsm["X_scalex"], atlas.adata.obsm["X_scalex"])
     assert loaded.classifier.distance_cutoff_ == atlas.classifier.distance_cutoff_
+    balanced = [
+        _map_quietly(each, query_raw, batch_key="batch", batch_norm="balanced")
+        for each in (atlas, loaded)
+    ]
+    np.testing.assert_array_equal(balanced[1].obsm["X_scalex"], balanced[0].obsm["X_scalex"])
 
 
 def test_projection_plot(atlas, query_raw, tmp_path):

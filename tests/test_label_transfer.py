@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from anndata import AnnData
 
 import scalex_scvi as sx
@@ -92,3 +93,52 @@ def test_plots_draw(tmp_path):
     ax = sx.pl.confusion_matrix(sx.tl.confusion_matrix(labels, labels))
     ax.figure.savefig(tmp_path / "cm.png")
     assert (tmp_path / "cm.png").stat().st_size > 0
+
+
+def test_composition_weights_hand_computed():
+    reference = pd.Series({"A": 0.5, "B": 0.25, "C": 0.25})
+    labels = ["A", "A", "A", "B", "Unknown", "D", "A", "C"]
+    groups = ["x", "x", "x", "x", "x", "x", "y", "y"]
+    weights = sx.tl.composition_weights(labels, reference, groups)
+    # group x: A is 3/4 of the counted cells (reference 0.5), B 1/4 (0.25); Unknown and D weigh 0
+    # group y: A and C are 1/2 each (0.5 and 0.25)
+    np.testing.assert_allclose(weights, [2 / 3, 2 / 3, 2 / 3, 1, 0, 0, 1, 0.5])
+    for group in ("x", "y"):
+        in_group = np.array(groups) == group
+        shares = pd.Series(weights[in_group]).groupby(np.array(labels)[in_group]).sum()
+        shares = shares[shares > 0] / shares.sum()
+        expected = reference[shares.index] / reference[shares.index].sum()
+        np.testing.assert_allclose(shares.to_numpy(), expected.to_numpy())
+    np.testing.assert_allclose(
+        sx.tl.composition_weights(labels[:4], reference), [2 / 3, 2 / 3, 2 / 3, 1]
+    )
+    with pytest.raises(ValueError, match="groups"):
+        sx.tl.composition_weights(labels, reference, groups[:-1])
+
+
+def test_balanced_latent(trained, reference, query):
+    state = {k: v.clone() for k, v in trained.module.state_dict().items()}
+    reference_latent = trained.get_latent_representation(reference)
+    classifier = sx.tl.KNNLabelTransfer().fit(reference_latent, reference.obs["cell_type"])
+    frequencies = reference.obs["cell_type"].value_counts(normalize=True)
+    np.testing.assert_allclose(
+        classifier.label_frequencies_[frequencies.index].to_numpy(), frequencies.to_numpy()
+    )
+    statistics = trained.get_hidden_statistics(reference, groups=reference.obs["cell_type"])
+    latent, weights = sx.tl.balanced_latent(trained, query, classifier, statistics)
+    assert latent.shape == (query.n_obs, 10) and np.isfinite(latent).all()
+    running = trained.get_latent_representation(query)
+    unknown = (classifier.predict(running)["label"] == "Unknown").to_numpy()
+    assert (weights[unknown] == 0).all() and (weights[~unknown] > 0).all()
+    assert np.abs(latent - running).mean() > 1e-3
+    # the same cells in another order: the same embedding per cell
+    order = np.random.default_rng(0).permutation(query.n_obs)
+    shuffled, _ = sx.tl.balanced_latent(trained, query[order].copy(), classifier, statistics)
+    np.testing.assert_allclose(shuffled, latent[order], rtol=1e-4, atol=1e-5)
+    # one cell: too few for statistics, the running embedding
+    one, _ = sx.tl.balanced_latent(trained, query[:1].copy(), classifier, statistics)
+    np.testing.assert_allclose(one, running[:1], rtol=1e-5, atol=1e-6)
+    # nothing of the model or the reference changes
+    np.testing.assert_array_equal(trained.get_latent_representation(reference), reference_latent)
+    for key, value in trained.module.state_dict().items():
+        assert torch.equal(value, state[key]), key

@@ -3,12 +3,17 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import scalex_scvi as sx
 
 from scalex_testing import assert_adata_equal, train_small
+
+
+def _dense(matrix):
+    return np.asarray(matrix.toarray() if hasattr(matrix, "toarray") else matrix, dtype=np.float32)
 
 
 def _state(model):
@@ -119,6 +124,58 @@ def test_per_batch_statistics_are_deterministic_and_batched(trained, query):
     assert np.abs(a - running).mean() > 1e-3  # a different normalisation, as documented
     with pytest.raises(ValueError, match="batch_norm"):
         trained.get_latent_representation(query, batch_norm="train")
+    with pytest.raises(ValueError, match="batch_norm"):
+        trained.get_latent_representation(query, batch_norm=None)
+
+
+def test_hidden_statistics(trained, query):
+    hidden = (
+        trained.module.z_encoder.hidden_preactivation(torch.as_tensor(_dense(query.X)))
+        .detach()
+        .double()
+        .numpy()
+    )
+    stats = trained.get_hidden_statistics(query, batch_size=50)
+    assert list(stats.names) == ["3pv1"] and stats.n_effective[0] == pytest.approx(query.n_obs)
+    np.testing.assert_allclose(stats.mean[0], hidden.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats.var[0], hidden.var(0), rtol=1e-3, atol=1e-4)
+    # groups and weights: a weight of 0 leaves a cell out, a constant factor changes nothing
+    groups = query.obs["cell_type"].astype(str).to_numpy()
+    weights = np.where(np.arange(query.n_obs) % 2 == 0, 3.0, 0.0)
+    grouped = trained.get_hidden_statistics(query, groups=groups, cell_weights=weights)
+    for row, name in enumerate(grouped.names):
+        cells = (groups == name) & (weights > 0)
+        np.testing.assert_allclose(grouped.mean[row], hidden[cells].mean(0), rtol=1e-4, atol=1e-4)
+        assert grouped.n_effective[row] == pytest.approx(cells.sum())
+    assert set(grouped.names) == set(groups[weights > 0])
+    # the statistics of each batch, passed explicitly, give the per-batch embedding
+    np.testing.assert_allclose(
+        trained.get_latent_representation(query, batch_norm=stats),
+        trained.get_latent_representation(query, batch_norm="per_batch"),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    # statistics of other batches only: running statistics
+    other = sx.model.HiddenStatistics(pd.Index(["elsewhere"]), stats.mean, stats.var, [1.0])
+    np.testing.assert_allclose(
+        trained.get_latent_representation(query, batch_norm=other),
+        trained.get_latent_representation(query),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    for bad in (-weights, weights[:-1], np.r_[weights[:-1], np.nan]):
+        with pytest.raises(ValueError, match="cell_weights"):
+            trained.get_hidden_statistics(query, cell_weights=bad)
+    with pytest.raises(ValueError, match="groups"):
+        trained.get_hidden_statistics(query, groups=groups[:-1])
+
+
+def test_per_batch_keeps_running_statistics_for_small_batches(trained, query):
+    running = trained.get_latent_representation(query[:31].copy())
+    small = trained.get_latent_representation(query[:31].copy(), batch_norm="per_batch")
+    np.testing.assert_allclose(small, running, rtol=1e-5, atol=1e-6)
+    larger = trained.get_latent_representation(query[:40].copy(), batch_norm="per_batch")
+    assert np.abs(larger - trained.get_latent_representation(query[:40].copy())).mean() > 1e-3
 
 
 def test_features_in_another_order_and_missing(trained, query):

@@ -67,6 +67,26 @@ fig.tight_layout()
 fig.savefig("tutorial_projection.png", dpi=100)
 
 # %% [markdown]
+# ### Adapting to the new chemistry
+# By default the frozen encoder normalises its hidden layer with the statistics learnt on the
+# reference, so a cell's embedding depends on that cell only. `batch_norm="balanced"` instead
+# matches each query batch's statistics to those of the reference cells of the same types (in the
+# reference's proportions): it corrects a shift of the whole batch, such as another chemistry's
+# depth, without normalising away a different mix of cell types. A cell's embedding then depends
+# on its batch. Neither choice wins everywhere (`benchmarks/results/projection.md`,
+# `projection_seeds.md`); where some query cells carry known labels, compare both as below.
+
+# %%
+balanced = atlas.map(query_raw, batch_key="batch", source="3pv1", batch_norm="balanced")
+for name, result in (("running", mapped), ("balanced", balanced)):
+    f1 = sx.tl.label_transfer_scores(
+        result.obs["cell_type"],
+        result.obs["cell_type_predicted"],
+        reference_labels=reference.obs["cell_type"].unique(),
+    )["macro_f1"]
+    print(f"{name}: macro-F1 {f1:.3f}")
+
+# %% [markdown]
 # ## 4. Grow the atlas; the cells already in it do not move
 
 # %%

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from scalex_scvi import pl
-from scalex_scvi.model import SCALEX
-from scalex_scvi.tl import KNNLabelTransfer
+from scalex_scvi.model import SCALEX, HiddenStatistics
+from scalex_scvi.tl import KNNLabelTransfer, balanced_latent
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -24,6 +24,7 @@ LATENT_KEY = "X_scalex"
 MAP_KEY = "X_umap"
 SOURCE_KEY = "source"
 ORIGIN_KEY = "label_origin"
+STATISTICS_FILE = "reference_statistics.npz"
 _FORMAT_VERSION = 1
 
 
@@ -49,6 +50,9 @@ class Atlas:
         Column with the cell labels, or ``None``.
     classifier
         :class:`~scalex_scvi.tl.KNNLabelTransfer` fitted on the labelled reference cells.
+    reference_statistics
+        Encoder hidden-layer statistics of the reference cells per label, for
+        ``map(..., batch_norm="balanced")``.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class Atlas:
         umap,
         label_key: str | None,
         classifier: KNNLabelTransfer | None,
+        reference_statistics: HiddenStatistics | None = None,
     ):
         self.model = model
         self._blocks = list(blocks)
@@ -65,6 +70,7 @@ class Atlas:
         self.umap = umap
         self.label_key = label_key
         self.classifier = classifier
+        self.reference_statistics = reference_statistics
 
     @classmethod
     def build(
@@ -121,15 +127,21 @@ class Atlas:
         batch_key = model.registry_["setup_args"]["batch_key"]
         if batch_key is not None and batch_key in adata.obs:
             obs[batch_key] = adata.obs[batch_key].astype(str).to_numpy()
-        classifier = None
+        classifier = statistics = None
         if label_key is not None:
             obs[label_key] = adata.obs[label_key].astype(str).to_numpy()
             obs[ORIGIN_KEY] = "reference"
             classifier = KNNLabelTransfer(**(transfer_kwargs or {})).fit(
                 latent, adata.obs[label_key]
             )
+            labelled = adata.obs[label_key].notna().to_numpy()
+            statistics = model.get_hidden_statistics(
+                adata,
+                groups=adata.obs[label_key].astype(str).to_numpy(),
+                cell_weights=labelled.astype(float),
+            )
         block = ad.AnnData(obs=obs, obsm={LATENT_KEY: latent, MAP_KEY: mapper.embedding_})
-        return cls(model, [block], mapper, label_key, classifier)
+        return cls(model, [block], mapper, label_key, classifier, statistics)
 
     def map(
         self,
@@ -137,7 +149,7 @@ class Atlas:
         batch_key: str | None = None,
         prepared: bool = False,
         source: str = "query",
-        batch_norm: Literal["running", "per_batch"] = "running",
+        batch_norm: Literal["running", "per_batch", "balanced"] = "running",
     ) -> ad.AnnData:
         """Map new data onto the atlas without retraining.
 
@@ -159,6 +171,13 @@ class Atlas:
             adapts the encoder to a query whose depth differs from the reference and scored a
             higher label-transfer macro-F1 on some splits of ``benchmarks/results/projection.md``,
             but a cell's embedding then depends on the other cells of its batch.
+            ``"balanced"`` (atlases with labels): each query batch's statistics matched to
+            those of the reference cells of the same types, in the same proportions, from
+            labels transferred with the running statistics
+            (:func:`scalex_scvi.tl.balanced_latent`). This keeps the adaptation to another
+            depth or chemistry but not the pull of a different cell-type composition, which
+            made ``"per_batch"`` lose on queries whose mix of types differs from the
+            reference. Batches of fewer than 32 cells keep the running statistics under both.
 
         Returns
         -------
@@ -166,8 +185,23 @@ class Atlas:
         ``obsm['X_umap']`` and, when the atlas has labels, ``obs['<label_key>_predicted']``,
         ``obs['<label_key>_probability']`` and ``obs['<label_key>_uncertainty']``.
         """
+        if batch_norm not in ("running", "per_batch", "balanced"):
+            raise ValueError(
+                f"batch_norm must be 'running', 'per_batch' or 'balanced', not {batch_norm!r}."
+            )
+        if batch_norm == "balanced" and (
+            self.classifier is None or self.reference_statistics is None
+        ):
+            raise ValueError('batch_norm="balanced" needs an atlas built with a label_key.')
         query = adata.copy() if prepared else self.model.prepare_query(adata, batch_key=batch_key)
-        query.obsm[LATENT_KEY] = self.model.get_latent_representation(query, batch_norm=batch_norm)
+        if batch_norm == "balanced":
+            query.obsm[LATENT_KEY] = balanced_latent(
+                self.model, query, self.classifier, self.reference_statistics
+            )[0]
+        else:
+            query.obsm[LATENT_KEY] = self.model.get_latent_representation(
+                query, batch_norm=batch_norm
+            )
         query.obsm[MAP_KEY] = self.umap.transform(query.obsm[LATENT_KEY])
         query.obs[SOURCE_KEY] = source
         if self.classifier is not None:
@@ -233,8 +267,10 @@ class Atlas:
         """Write everything needed to map new data later, on another machine, to one folder.
 
         ``model/`` (scvi-tools save, with the preprocessing recipe), ``cells.h5ad`` (the atlas's
-        cells), ``umap.joblib`` (the fitted map; a pickle, so load atlases you trust only) and
-        ``atlas.json`` (settings).
+        cells), ``umap.joblib`` (the fitted map; a pickle, so load atlases you trust only),
+        ``reference_statistics.npz`` (with labels: the encoder's hidden-layer statistics per
+        reference label, for ``map(..., batch_norm="balanced")``) and ``atlas.json``
+        (settings).
         """
         import joblib
 
@@ -245,6 +281,15 @@ class Atlas:
         self.model.save(dir_path / "model", overwrite=True, save_anndata=False)
         self.adata.write_h5ad(dir_path / "cells.h5ad")
         joblib.dump(self.umap, dir_path / "umap.joblib")
+        if self.reference_statistics is not None:
+            stats = self.reference_statistics
+            np.savez(
+                dir_path / STATISTICS_FILE,
+                names=np.asarray(stats.names, dtype=str),
+                mean=stats.mean,
+                var=stats.var,
+                n_effective=stats.n_effective,
+            )
         settings = {
             "format_version": _FORMAT_VERSION,
             "label_key": self.label_key,
@@ -270,6 +315,15 @@ class Atlas:
         model = SCALEX.load(dir_path / "model")
         cells = ad.read_h5ad(dir_path / "cells.h5ad")
         mapper = joblib.load(dir_path / "umap.joblib")
+        statistics = None
+        if (dir_path / STATISTICS_FILE).exists():
+            with np.load(dir_path / STATISTICS_FILE) as stored:
+                statistics = HiddenStatistics(
+                    names=pd.Index(stored["names"].astype(str), dtype=object),
+                    mean=stored["mean"],
+                    var=stored["var"],
+                    n_effective=stored["n_effective"],
+                )
         label_key = settings["label_key"]
         classifier = None
         if settings["classifier"] is not None:
@@ -281,7 +335,7 @@ class Atlas:
                 cells.obs[label_key].to_numpy()[reference],
                 distance_cutoff=cutoff,
             )
-        return cls(model, [cells], mapper, label_key, classifier)
+        return cls(model, [cells], mapper, label_key, classifier, statistics)
 
     def plot_projection(
         self, mapped: ad.AnnData, color: str | None = None, ax: Axes | None = None, **kwargs

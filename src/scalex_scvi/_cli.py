@@ -268,10 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     mapper.add_argument("--source", default="query", help="name of this query in the atlas")
     mapper.add_argument(
         "--batch_norm",
-        choices=("running", "per_batch"),
+        choices=("running", "per_batch", "balanced"),
         default="running",
-        help="encoder BatchNorm statistics: the reference's (default) or each query batch's "
-        "(the original's behaviour)",
+        help="encoder BatchNorm statistics: the reference's (default), each query batch's "
+        "(the original's behaviour), or each query batch's weighted to the reference's "
+        "cell-type composition (atlases with labels)",
     )
     mapper.add_argument("-o", "--outdir", default="mapped/")
     mapper.add_argument("--extend", action="store_true", help="add the cells to the atlas")

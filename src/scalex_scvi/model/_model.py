@@ -22,7 +22,7 @@ from scvi.utils import setup_anndata_dsp
 from scalex_scvi.module import SCALEXVAE
 from scalex_scvi.pp._preprocess import RECIPE_KEY, prepare_query
 
-from ._batchnorm import per_batch_hidden_statistics
+from ._batchnorm import HiddenStatistics, grouped_hidden_statistics
 from ._optim import adam_creator
 from ._training_plan import SCALEXTrainingPlan
 
@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 NO_BATCH_CATEGORY = "_scalex_no_batch"
 INFERENCE_BATCH_SIZE = 1024  # cells per forward pass at inference; results do not depend on it
+# Batches with fewer (effective) cells keep the running statistics under batch_norm="per_batch":
+# 1,024 hidden means and variances estimated from a handful of cells are mostly noise (one cell
+# has no variance at all). The original package normalised mini-batches of 64 cells.
+MIN_BATCH_NORM_CELLS = 32
 _RANGE_TOLERANCE = 1e-4
 PAPER_KL_WEIGHT = 0.5
 FULL_KL_FEATURES = 1000  # below this many features the default KL weight shrinks linearly
@@ -253,7 +257,7 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         give_mean: bool = True,
         batch_size: int | None = None,
         return_dist: bool = False,
-        batch_norm: Literal["running", "per_batch"] = "running",
+        batch_norm: Literal["running", "per_batch"] | HiddenStatistics = "running",
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         r"""Embed cells with the frozen encoder.
 
@@ -284,6 +288,10 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
               is a deterministic form of the original package's behaviour, which kept BatchNorm
               in training mode at inference and so normalised each random mini-batch of a
               batch with its own statistics. A cell's embedding then depends on its batch.
+              Batches of fewer than 32 cells keep the running statistics.
+            * :class:`~scalex_scvi.model.HiddenStatistics` named by batch: these statistics
+              for the cells of those batches, the running ones for the others (as computed
+              by :func:`scalex_scvi.tl.balanced_latent`).
 
         Returns
         -------
@@ -291,22 +299,35 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ``return_dist`` is ``True``.
         """
         self._check_if_trained(warn=False)
-        if batch_norm not in ("running", "per_batch"):
-            raise ValueError(f"batch_norm must be 'running' or 'per_batch', not {batch_norm!r}.")
+        explicit = isinstance(batch_norm, HiddenStatistics)
+        if not explicit and batch_norm not in ("running", "per_batch"):
+            raise ValueError(
+                "batch_norm must be 'running', 'per_batch' or a HiddenStatistics, "
+                f"not {batch_norm!r}."
+            )
         self.module.eval()
         with self._registered(adata) as registered:
-            hidden_stats = None
-            if batch_norm == "per_batch":
-                hidden_stats = per_batch_hidden_statistics(
-                    self.module, self._data_loader(registered, indices, batch_size)
+            by_code = None  # (mean, var) per batch code of the registry
+            if explicit:
+                by_code = self._statistics_by_code(registered, batch_norm)
+            elif batch_norm == "per_batch":
+                stats = self._hidden_statistics(registered, indices, batch_size)
+                big = stats.n_effective >= MIN_BATCH_NORM_CELLS
+                by_code = self._statistics_by_code(
+                    registered,
+                    HiddenStatistics(
+                        stats.names[big], stats.mean[big], stats.var[big], stats.n_effective[big]
+                    ),
                 )
             means, variances = [], []
             for tensors in self._data_loader(registered, indices, batch_size):
-                stats = None
-                if hidden_stats is not None:
+                cell_stats = None
+                if by_code is not None:
                     codes = tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).long()
-                    stats = (hidden_stats[0][codes], hidden_stats[1][codes])
-                outputs = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], hidden_stats=stats)
+                    cell_stats = (by_code[0][codes], by_code[1][codes])
+                outputs = self.module.inference(
+                    tensors[REGISTRY_KEYS.X_KEY], hidden_stats=cell_stats
+                )
                 if return_dist or give_mean:
                     means.append(outputs[MODULE_KEYS.QZM_KEY].cpu())
                     variances.append(outputs[MODULE_KEYS.QZV_KEY].cpu())
@@ -315,6 +336,99 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if return_dist:
             return torch.cat(means).numpy(), torch.cat(variances).numpy()
         return torch.cat(means).numpy()
+
+    @torch.inference_mode()
+    def get_hidden_statistics(
+        self,
+        adata: AnnData | None = None,
+        groups: Sequence | np.ndarray | pd.Series | None = None,
+        cell_weights: np.ndarray | None = None,
+        batch_size: int | None = None,
+    ) -> HiddenStatistics:
+        """Statistics of the encoder's hidden layer, before its BatchNorm, per group of cells.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features, prepared like the training data. ``None`` uses
+            the training data.
+        groups
+            Group of each cell (e.g. cell types). ``None`` groups by the batch column registered
+            with the model (one group when it is missing).
+        cell_weights
+            Non-negative weight of each cell; ``None`` weighs cells equally.
+        batch_size
+            Cells per forward pass; does not change the result.
+
+        Returns
+        -------
+        Weighted mean and biased variance of the hidden pre-activations, and the effective
+        number of cells, of every group with a positive weight.
+        """
+        self._check_if_trained(warn=False)
+        self.module.eval()
+        with self._registered(adata) as registered:
+            return self._hidden_statistics(registered, None, batch_size, groups, cell_weights)
+
+    def _hidden_statistics(
+        self,
+        registered: AnnData,
+        indices: Sequence[int] | None,
+        batch_size: int | None,
+        groups: Sequence | np.ndarray | pd.Series | None = None,
+        cell_weights: np.ndarray | None = None,
+    ) -> HiddenStatistics:
+        n_cells = registered.n_obs if indices is None else len(indices)
+        codes = None
+        if groups is None:
+            names = pd.Index(self._batch_mapping(registered))
+        else:
+            groups = np.asarray(groups, dtype=object)
+            if groups.shape != (n_cells,) or pd.isna(groups).any():
+                raise ValueError(f"groups must hold one label per cell ({n_cells}), none missing.")
+            factorized, names = pd.factorize(groups)
+            codes = torch.as_tensor(factorized)
+        weights = None
+        if cell_weights is not None:
+            weights = torch.as_tensor(np.asarray(cell_weights, dtype=np.float64))
+            if weights.shape != (n_cells,) or not torch.isfinite(weights).all():
+                raise ValueError(f"cell_weights must hold one finite value per cell ({n_cells}).")
+            if (weights < 0).any():
+                raise ValueError("cell_weights must be non-negative.")
+        mean, var, n_effective = grouped_hidden_statistics(
+            self.module, self._data_loader(registered, indices, batch_size), codes, weights
+        )
+        present = np.zeros(len(names), dtype=bool)
+        present[: len(n_effective)] = (n_effective > 0).cpu().numpy()
+        rows = np.flatnonzero(present)
+        return HiddenStatistics(
+            names=pd.Index(names[rows]),
+            mean=mean[rows].float().cpu().numpy(),
+            var=var[rows].float().cpu().numpy(),
+            n_effective=n_effective[rows].float().cpu().numpy(),
+        )
+
+    def _statistics_by_code(
+        self, registered: AnnData, stats: HiddenStatistics
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per registry batch code: the statistics of that batch name, else the running ones."""
+        norm = self.module.z_encoder.norm
+        mapping = self._batch_mapping(registered)
+        mean = norm.running_mean.detach().repeat(len(mapping), 1)
+        var = norm.running_var.detach().repeat(len(mapping), 1)
+        rows = pd.Index(stats.names).get_indexer(mapping)
+        found = np.flatnonzero(rows >= 0)
+        if stats.mean.shape[1:] != (mean.shape[1],):
+            raise ValueError(f"Statistics of width {stats.mean.shape[1:]}, not {mean.shape[1]}.")
+        mean[found] = torch.as_tensor(stats.mean[rows[found]]).to(mean)
+        var[found] = torch.as_tensor(stats.var[rows[found]]).to(var)
+        return mean, var
+
+    def _batch_mapping(self, registered: AnnData) -> np.ndarray:
+        """Batch names by registry code for a registered AnnData."""
+        manager = self.get_anndata_manager(registered, required=True)
+        mapping = manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY).categorical_mapping
+        return np.asarray(mapping).astype(str)
 
     @torch.inference_mode()
     def get_normalized_expression(

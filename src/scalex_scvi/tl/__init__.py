@@ -1,11 +1,14 @@
 """Tools: label transfer and its evaluation."""
 
+from ._adaptation import balanced_latent, composition_weights
 from ._evaluation import confusion_matrix, label_transfer_scores
 from ._label_transfer import UNKNOWN, KNNLabelTransfer, transfer_labels
 
 __all__ = [
     "UNKNOWN",
     "KNNLabelTransfer",
+    "balanced_latent",
+    "composition_weights",
     "confusion_matrix",
     "label_transfer_scores",
     "transfer_labels",

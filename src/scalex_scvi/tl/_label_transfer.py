@@ -95,6 +95,9 @@ class KNNLabelTransfer:
         self.categories_, self.codes_ = np.unique(labels[keep].astype(str), return_inverse=True)
         self.n_neighbors_ = min(self.n_neighbors, len(self.codes_))
         self.index_ = NearestNeighbors(n_neighbors=self.n_neighbors_).fit(embedding)
+        self.label_frequencies_ = pd.Series(
+            np.bincount(self.codes_) / len(self.codes_), index=self.categories_
+        )
         self.distance_cutoff_ = np.inf
         if distance_cutoff is not None:
             self.distance_cutoff_ = float(distance_cutoff)

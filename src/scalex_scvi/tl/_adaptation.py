@@ -1,0 +1,164 @@
+"""Query adaptation of the encoder's BatchNorm, matched to the reference type by type."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from scalex_scvi.model import HiddenStatistics
+from scalex_scvi.model._model import MIN_BATCH_NORM_CELLS, NO_BATCH_CATEGORY
+
+from ._label_transfer import UNKNOWN
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from scalex_scvi.model import SCALEX
+
+    from ._label_transfer import KNNLabelTransfer
+
+
+def composition_weights(
+    labels: np.ndarray | pd.Series,
+    reference_frequencies: pd.Series,
+    groups: np.ndarray | pd.Series | None = None,
+    unknown_label: str = UNKNOWN,
+) -> np.ndarray:
+    r"""Cell weights that give each group of query cells the reference's type composition.
+
+    A query cell labelled :math:`k` in group :math:`b` weighs
+    :math:`\pi_\mathrm{ref}(k) / \pi_b(k)`, where :math:`\pi_b` is the share of type :math:`k`
+    among the labelled cells of its group (importance weights under a shift of cell-type
+    proportions). Cells labelled ``unknown_label`` or with a type the reference lacks weigh 0.
+
+    Parameters
+    ----------
+    labels
+        Label of each query cell (e.g. predicted by :class:`~scalex_scvi.tl.KNNLabelTransfer`).
+    reference_frequencies
+        Share of each type among the reference cells (index: labels).
+    groups
+        Group (batch) of each query cell; ``None`` for one group.
+    unknown_label
+        Label of unassigned cells.
+
+    Returns
+    -------
+    Array of non-negative weights, one per query cell. Within a group, each type's share of
+    the total weight is its reference share (renormalised over the types the group has).
+    """
+    labels = pd.Series(np.asarray(labels, dtype=object)).astype(str)
+    groups = pd.Series(
+        np.zeros(len(labels), dtype=int) if groups is None else np.asarray(groups, dtype=object)
+    )
+    if len(groups) != len(labels):
+        raise ValueError(f"Got {len(groups)} groups for {len(labels)} labels.")
+    target = labels.map(reference_frequencies.astype(float)).fillna(0.0)
+    target[labels == unknown_label] = 0.0
+    counted = (target > 0).to_numpy()
+    cells = pd.DataFrame({"group": groups, "label": labels})[counted]
+    type_size = cells.groupby(["group", "label"])["label"].transform("size")
+    group_size = cells.groupby("group")["label"].transform("size")
+    weights = np.zeros(len(labels))
+    weights[counted] = target[counted].to_numpy() * (group_size / type_size).to_numpy()
+    return weights
+
+
+def balanced_latent(
+    model: SCALEX,
+    adata: AnnData,
+    classifier: KNNLabelTransfer,
+    reference_statistics: HiddenStatistics,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed query cells with encoder BatchNorm statistics adapted to their batch, type by type.
+
+    The frozen encoder normalises its hidden layer with statistics learnt on the reference.
+    Statistics of a query batch (``batch_norm="per_batch"``) remove a technical shift of that
+    batch, such as another chemistry's depth, but also every difference in cell-type composition,
+    which pulls distinct populations together when the query holds other types, or other
+    proportions, than the reference. Here only the shift is removed:
+
+    1. embed with the running statistics and label the cells with ``classifier``;
+    2. for each query batch, take the types it was given (cells called "Unknown" are left out)
+       and weigh its cells so that these types come in the reference's proportions
+       (:func:`composition_weights`);
+    3. compare the weighted mean and variance of the batch's hidden layer with those of the
+       reference cells of the same types in the same proportions (``reference_statistics``),
+       and normalise the batch so that the two match before the running statistics apply:
+       ``h -> (h - m_query) * s_ref / s_query + m_ref``, per hidden unit;
+    4. embed again.
+
+    When a batch has the reference's types in the reference's proportions this is
+    ``batch_norm="per_batch"``; it leaves the model and the reference untouched. A cell's
+    embedding depends on the other cells of its batch. Batches of fewer than 32 effective cells
+    keep the running statistics.
+
+    Parameters
+    ----------
+    model
+        Trained SCALEX model.
+    adata
+        Query prepared with the model's recipe (:meth:`~scalex_scvi.SCALEX.prepare_query`).
+        Batches are those of the model's batch column (one batch when it is missing).
+    classifier
+        :class:`~scalex_scvi.tl.KNNLabelTransfer` fitted on the reference's embedding.
+    reference_statistics
+        Hidden-layer statistics of the reference cells per label,
+        ``model.get_hidden_statistics(reference, groups=labels)`` (what
+        :meth:`scalex_scvi.Atlas.build` stores).
+    batch_size
+        Cells per forward pass.
+
+    Returns
+    -------
+    ``(latent, weights)``: the embedding, shape ``(n_cells, n_latent)``, and the weight of each
+    cell in its batch's statistics.
+    """
+    running = model.get_latent_representation(adata, batch_size=batch_size)
+    labels = classifier.predict(running)["label"].to_numpy(dtype=str)
+    batch_key = model.registry_["setup_args"]["batch_key"]
+    if batch_key is not None and batch_key in adata.obs:
+        batches = adata.obs[batch_key].astype(str).to_numpy()
+    else:
+        batches = np.full(adata.n_obs, NO_BATCH_CATEGORY)
+    counts = pd.Series(reference_statistics.n_effective, index=reference_statistics.names)
+    frequencies = counts / counts.sum()
+    weights = composition_weights(labels, frequencies, batches, classifier.unknown_label)
+    query = model.get_hidden_statistics(
+        adata, groups=batches, cell_weights=weights, batch_size=batch_size
+    )
+    norm = model.module.z_encoder.norm
+    eps = norm.eps
+    running_mean = norm.running_mean.detach().cpu().double().numpy()
+    running_var = norm.running_var.detach().cpu().double().numpy()
+    names, means, variances, sizes = [], [], [], []
+    for row, batch in enumerate(query.names):
+        if query.n_effective[row] < MIN_BATCH_NORM_CELLS:
+            continue  # too few cells: running statistics
+        types = pd.unique(labels[(batches == batch) & (weights > 0)])
+        share = frequencies[types].to_numpy() / frequencies[types].sum()
+        index = reference_statistics.names.get_indexer(types)
+        ref_mean = share @ reference_statistics.mean[index].astype(np.float64)
+        ref_square = share @ (
+            reference_statistics.var[index].astype(np.float64)
+            + np.square(reference_statistics.mean[index].astype(np.float64))
+        )
+        ref_var = np.maximum(ref_square - np.square(ref_mean), 0.0)
+        ratio = np.sqrt((query.var[row] + eps) / (ref_var + eps))
+        names.append(batch)
+        means.append(query.mean[row] - (ref_mean - running_mean) * ratio)
+        variances.append((running_var + eps) * np.square(ratio) - eps)
+        sizes.append(query.n_effective[row])
+    if not names:
+        return running, weights
+    adapted = HiddenStatistics(
+        names=pd.Index(names, dtype=object),
+        mean=np.asarray(means, dtype=np.float32).reshape(len(names), -1),
+        var=np.asarray(variances, dtype=np.float32).reshape(len(names), -1),
+        n_effective=np.asarray(sizes, dtype=np.float32),
+    )
+    latent = model.get_latent_representation(adata, batch_size=batch_size, batch_norm=adapted)
+    return latent, weights
