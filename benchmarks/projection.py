@@ -400,6 +400,11 @@ def run_split(
     return rows
 
 
+def _flag(table: pd.DataFrame, column: str) -> pd.Series:
+    """A boolean column of rows merged from earlier runs (False where absent)."""
+    return table.get(column, pd.Series(False, index=table.index)).fillna(False).astype(bool)
+
+
 def write_report(table: pd.DataFrame, args) -> None:
     table.to_csv(RESULTS / "projection.csv", index=False)
     columns = [
@@ -451,8 +456,7 @@ def write_report(table: pd.DataFrame, args) -> None:
             "= its projection call (data and model loading included). Peak memory: increase "
             "of resident memory during projection (original: its process's peak RSS).\n\n"
         )
-        rescored_rows = table.get("rescored_from_cache", pd.Series(False, index=table.index))
-        rescored_rows = rescored_rows.fillna(False).astype(bool)
+        rescored_rows = _flag(table, "rescored_from_cache")
         if rescored_rows.any():
             splits = sorted(set(table.loc[rescored_rows, "split"]))
             methods = sorted(set(table.loc[rescored_rows, "method"]))
@@ -462,9 +466,7 @@ def write_report(table: pd.DataFrame, args) -> None:
                 "measured then); their label scores were recomputed from that run's cached "
                 "latents with the current label-transfer defaults (`--rescore-others`).\n\n"
             )
-        kept = table.get("from_earlier_run", pd.Series(False, index=table.index))
-        kept = kept.fillna(False).astype(bool)
-        if kept.any():
+        if _flag(table, "from_earlier_run").any():
             fh.write(
                 "The scArches and original rows come from an earlier run of this script (same "
                 "settings, seed and machine); this run retrained the SCALEX arms only "
