@@ -3,6 +3,7 @@ from __future__ import annotations
 import warnings
 
 import anndata as ad
+import numpy as np
 import pytest
 
 import scalex_scvi as sx
@@ -159,6 +160,24 @@ def test_map_onto_an_atlas_and_extend(integrated, files, tmp_path):
     assert mapped.n_obs == 290 and "cell_type_predicted" in mapped.obs
     assert (tmp_path / "mapped" / "projection.png").exists()
     assert sx.Atlas.load(tmp_path / "atlas").n_obs == 910 + 290
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        main(
+            [
+                "map",
+                "--atlas",
+                str(tmp_path / "atlas"),
+                "-d",
+                str(files["3pv1"]),
+                "-o",
+                str(tmp_path / "balanced"),
+                "--batch_norm",
+                "balanced",
+            ]
+        )
+    balanced = ad.read_h5ad(tmp_path / "balanced" / "mapped.h5ad")
+    assert balanced.n_obs == 290 and np.isfinite(balanced.obsm["X_scalex"]).all()
+    assert np.abs(balanced.obsm["X_scalex"] - mapped.obsm["X_scalex"]).mean() > 1e-3
 
 
 def test_benchmark_command(files, tmp_path, capsys):
