@@ -133,6 +133,13 @@ def test_project_onto_the_saved_model(integrated, files, tmp_path):
     assert ad.read_h5ad(tmp_path / "alone" / "adata.h5ad").n_obs == 290
 
 
+def _map_cli(atlas_dir, data, outdir, *extra):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        main(["map", "--atlas", str(atlas_dir), "-d", str(data), "-o", str(outdir), *extra])
+    return ad.read_h5ad(outdir / "mapped.h5ad")
+
+
 def test_map_onto_an_atlas_and_extend(integrated, files, tmp_path):
     model = sx.SCALEX.load(integrated / "model")
     reference = ad.read_h5ad(integrated / "adata.h5ad")
@@ -140,42 +147,15 @@ def test_map_onto_an_atlas_and_extend(integrated, files, tmp_path):
         model, reference[:, list(model.feature_names)].copy(), label_key="cell_type"
     )
     atlas.save(tmp_path / "atlas")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        main(
-            [
-                "map",
-                "--atlas",
-                str(tmp_path / "atlas"),
-                "-d",
-                str(files["3pv1"]),
-                "-o",
-                str(tmp_path / "mapped"),
-                "--extend",
-                "--source",
-                "3pv1",
-            ]
-        )
-    mapped = ad.read_h5ad(tmp_path / "mapped" / "mapped.h5ad")
+    mapped = _map_cli(
+        tmp_path / "atlas", files["3pv1"], tmp_path / "mapped", "--extend", "--source", "3pv1"
+    )
     assert mapped.n_obs == 290 and "cell_type_predicted" in mapped.obs
     assert (tmp_path / "mapped" / "projection.png").exists()
     assert sx.Atlas.load(tmp_path / "atlas").n_obs == 910 + 290
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        main(
-            [
-                "map",
-                "--atlas",
-                str(tmp_path / "atlas"),
-                "-d",
-                str(files["3pv1"]),
-                "-o",
-                str(tmp_path / "balanced"),
-                "--batch_norm",
-                "balanced",
-            ]
-        )
-    balanced = ad.read_h5ad(tmp_path / "balanced" / "mapped.h5ad")
+    balanced = _map_cli(
+        tmp_path / "atlas", files["3pv1"], tmp_path / "balanced", "--batch_norm", "balanced"
+    )
     assert balanced.n_obs == 290 and np.isfinite(balanced.obsm["X_scalex"]).all()
     assert np.abs(balanced.obsm["X_scalex"] - mapped.obsm["X_scalex"]).mean() > 1e-3
 
