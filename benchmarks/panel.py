@@ -18,6 +18,8 @@ Writes benchmarks/results/panel.{md,csv}, panel_totals.png and scib tables per d
         [--reuse pbmc_3chem]   # take that dataset's rows from the existing panel.csv
     python benchmarks/panel.py --datasets pbmc_ifnb --add-budgets 6000
         # further SCALEX budgets on datasets already in panel.csv, rows appended
+    python benchmarks/panel.py --add-budgets defaults 1000 2000 4000 8000 --batch-norm per_batch
+        # the same with the encoder's BatchNorm statistics taken per batch at inference
 """
 
 from __future__ import annotations
@@ -50,20 +52,48 @@ CACHE = Path(__file__).resolve().parent / ".cache" / "panel"
 ORIGINAL = "original scalex 1.0.4 (defaults)"
 
 
+PER_BATCH = ", per-batch BatchNorm"  # suffix of rows embedded with per-batch statistics
+PER_BATCH_NOTE = (
+    "Rows marked per-batch BatchNorm embed the cells with the encoder's BatchNorm statistics "
+    'of each whole batch (`get_latent_representation(batch_norm="per_batch")`), the '
+    "deterministic form of the original's inference, which keeps BatchNorm in training mode "
+    "on 64-cell mini-batches drawn from one batch. The package default, and the rows without "
+    "the mark, use the running statistics learnt in training: a cell's embedding then depends "
+    "on that cell only. Each per-batch row and its training time come from one model.\n\n"
+)
+
+
+def scalex_name(budget: int | None, batch_norm: str = "running") -> str:
+    """Row name of a SCALEX run: its budget (``None``: the package defaults) and encoder
+    BatchNorm statistics at inference (``"running"`` or ``"per_batch"``)."""
+    name = "SCALEX" if budget is None else f"SCALEX ({budget} iterations)"
+    if batch_norm == "per_batch":
+        return name + PER_BATCH
+    return name if budget is not None else "SCALEX (defaults, rerun)"
+
+
 def budget_curve(
-    prepared: ad.AnnData, seed: int, budgets: tuple[int, ...] = BUDGETS
+    prepared: ad.AnnData,
+    seed: int,
+    budgets: tuple[int | None, ...] = BUDGETS,
+    batch_norms: tuple[str, ...] = ("running",),
 ) -> tuple[dict, dict]:
+    """Train SCALEX once per budget (``None``: package defaults with early stopping, else that
+    many iterations without) and embed with each of ``batch_norms``; timings are training."""
     embeddings, timing = {}, {}
     for budget in budgets:
         scvi.settings.seed = seed
         adata = ad.AnnData(X=prepared.X, obs=prepared.obs[["batch"]].copy(), var=prepared.var[[]])
         sx.SCALEX.setup_anndata(adata, batch_key="batch")
         model = sx.SCALEX(adata)
+        kwargs = {} if budget is None else {"max_iterations": budget, "early_stopping": False}
         start = time.perf_counter()
-        model.train(max_iterations=budget, early_stopping=False, enable_progress_bar=False)
-        name = f"SCALEX ({budget} iterations)"
-        timing[name] = {"wall_s": time.perf_counter() - start, "iterations": budget}
-        embeddings[name] = model.get_latent_representation()
+        model.train(enable_progress_bar=False, **kwargs)
+        wall_s = time.perf_counter() - start
+        for batch_norm in batch_norms:
+            name = scalex_name(budget, batch_norm)
+            timing[name] = {"wall_s": wall_s, "iterations": model.trainer.global_step}
+            embeddings[name] = model.get_latent_representation(batch_norm=batch_norm)
     return embeddings, timing
 
 
@@ -137,15 +167,17 @@ def run_dataset(name: str, seed: int) -> pd.DataFrame:
     return table.reset_index()
 
 
-def add_budgets(name: str, seed: int, budgets: tuple[int, ...]) -> pd.DataFrame:
-    """Rows of further SCALEX budgets for a dataset already in the panel.
+def add_budgets(
+    name: str, seed: int, budgets: tuple[int | None, ...], batch_norms: tuple[str, ...]
+) -> pd.DataFrame:
+    """Rows of further SCALEX runs for a dataset already in the panel.
 
     Scores are per embedding (scib-metrics without min-max scaling, the paper's metrics seeded
     per embedding), so embeddings scored in a later run are comparable with the others.
     """
     file, min_features = DATASETS[name]
     prepared = sx.pp.preprocess(read(file), batch_key="batch", min_features=min_features)
-    curve, curve_timing = budget_curve(prepared, seed, budgets)
+    curve, curve_timing = budget_curve(prepared, seed, budgets, batch_norms)
     table = sx.benchmark.run_benchmark(
         prepared, prepared=True, methods=[], dataset=name, seed=seed, embeddings=curve
     ).set_index("method")
@@ -156,27 +188,34 @@ def add_budgets(name: str, seed: int, budgets: tuple[int, ...]) -> pd.DataFrame:
 
 
 def time_to_quality(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset: the cheapest SCALEX run reaching the original's scib Total."""
+    """Per dataset and encoder BatchNorm at inference: the cheapest SCALEX run reaching the
+    original's scib Total."""
     rows = []
     for dataset, group in table.groupby("dataset"):
         group = group.set_index("method")
         target = group.loc[ORIGINAL, "Total"]
-        ours = group[group.index.str.startswith("SCALEX")].dropna(subset=["wall_s"])
-        reaching = ours[ours["Total"] >= target].sort_values("wall_s")
-        best = reaching.index[0] if len(reaching) else None
-        rows.append(
-            {
-                "dataset": dataset,
-                "original Total": target,
-                "original wall_s": group.loc[ORIGINAL, "wall_s"],
-                "cheapest SCALEX run reaching it": best,
-                "its Total": group.loc[best, "Total"] if best else np.nan,
-                "its wall_s": group.loc[best, "wall_s"] if best else np.nan,
-                "speed-up": group.loc[ORIGINAL, "wall_s"] / group.loc[best, "wall_s"]
-                if best
-                else np.nan,
-            }
-        )
+        scalex = group[group.index.str.startswith("SCALEX")].dropna(subset=["wall_s"])
+        per_batch = scalex.index.str.endswith(PER_BATCH)
+        arms = (("running", scalex[~per_batch]), ("per_batch", scalex[per_batch]))
+        for batch_norm, ours in arms:
+            if ours.empty:
+                continue
+            reaching = ours[ours["Total"] >= target].sort_values("wall_s")
+            best = reaching.index[0] if len(reaching) else None
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "SCALEX BatchNorm": batch_norm,
+                    "original Total": target,
+                    "original wall_s": group.loc[ORIGINAL, "wall_s"],
+                    "cheapest SCALEX run reaching it": best,
+                    "its Total": group.loc[best, "Total"] if best else np.nan,
+                    "its wall_s": group.loc[best, "wall_s"] if best else np.nan,
+                    "speed-up": group.loc[ORIGINAL, "wall_s"] / group.loc[best, "wall_s"]
+                    if best
+                    else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -212,16 +251,20 @@ def write_report(table: pd.DataFrame, seed: int, earlier: str = "") -> None:
     for dataset, group in table.groupby("dataset"):
         group = group.set_index("method")
         ours = group.loc["SCALEX", "Total"]
-        checks.append(
-            {
-                "dataset": dataset,
-                "SCALEX Total": ours,
-                "scVI Total": group.loc["scVI", "Total"],
-                "original Total": group.loc[ORIGINAL, "Total"],
-                "SCALEX >= scVI": ours >= group.loc["scVI", "Total"],
-                "SCALEX >= original": ours >= group.loc[ORIGINAL, "Total"],
-            }
-        )
+        check = {
+            "dataset": dataset,
+            "SCALEX Total": ours,
+            "scVI Total": group.loc["scVI", "Total"],
+            "original Total": group.loc[ORIGINAL, "Total"],
+            "SCALEX >= scVI": ours >= group.loc["scVI", "Total"],
+            "SCALEX >= original": ours >= group.loc[ORIGINAL, "Total"],
+        }
+        if "SCALEX" + PER_BATCH in group.index:
+            per_batch = group.loc["SCALEX" + PER_BATCH, "Total"]
+            check["SCALEX per-batch Total"] = per_batch
+            check["per-batch >= scVI"] = per_batch >= group.loc["scVI", "Total"]
+            check["per-batch >= original"] = per_batch >= group.loc[ORIGINAL, "Total"]
+        checks.append(check)
     plot_totals(table)
     with open(RESULTS / "panel.md", "w") as fh:
         fh.write("# Benchmark panel\n\n")
@@ -236,11 +279,42 @@ def write_report(table: pd.DataFrame, seed: int, earlier: str = "") -> None:
         fh.write(table[[c for c in main if c in table]].round(4).to_markdown(index=False))
         fh.write("\n\n## Targets\n\n")
         fh.write(pd.DataFrame(checks).round(4).to_markdown(index=False) + "\n\n")
+        if table["method"].str.endswith(PER_BATCH).any():
+            fh.write(PER_BATCH_NOTE)
         fh.write("Time to the original's quality:\n\n")
         fh.write(ttq.round(3).to_markdown(index=False) + "\n\n")
         fh.write("![scib Total per method](panel_totals.png)\n\n")
         fh.write(earlier)
         fh.write(provenance())
+
+
+def _budget(text: str) -> int | None:
+    return None if text == "defaults" else int(text)
+
+
+def append_runs(args: argparse.Namespace) -> None:
+    """Further SCALEX runs appended to panel.csv; panel.md keeps every run's provenance."""
+    previous = pd.read_csv(RESULTS / "panel.csv")
+    budgets, batch_norms = tuple(args.add_budgets), tuple(args.batch_norm)
+    extra = [add_budgets(name, args.seed, budgets, batch_norms) for name in args.datasets]
+    table = pd.concat([previous, *extra], ignore_index=True)
+    order = {name: i for i, name in enumerate(pd.unique(previous["dataset"]))}
+    table = table.sort_values("dataset", key=lambda c: c.map(order), kind="stable")
+    text = (RESULTS / "panel.md").read_text()
+    heading = "## Provenance of the main run" if "of the main run" in text else "## Provenance"
+    earlier = text.split(heading, 1)[-1].strip()
+    # the previous run's own provenance block becomes that of an earlier appending run
+    earlier = earlier.replace("\n## Provenance\n", "\n## Provenance of an earlier appending run\n")
+    names = ", ".join(scalex_name(b, n) for b in budgets for n in batch_norms)
+    note = (
+        f"Rows {names} on {', '.join(args.datasets)} come from a later run (`--add-budgets`, "
+        "provenance at the end).\n\n"
+    )
+    write_report(
+        table.reset_index(drop=True),
+        args.seed,
+        "## Provenance of the main run\n\n" + note + earlier + "\n\n",
+    )
 
 
 def main() -> None:
@@ -256,10 +330,19 @@ def main() -> None:
     parser.add_argument(
         "--add-budgets",
         nargs="+",
-        type=int,
+        type=_budget,
         default=[],
-        help="train and score only these further SCALEX budgets on --datasets, appended to "
-        "the rows of the existing panel.csv (which must hold every dataset)",
+        help="train and score only these further SCALEX budgets (iterations, or 'defaults' for "
+        "the package defaults) on --datasets, appended to the rows of the existing panel.csv "
+        "(which must hold every dataset)",
+    )
+    parser.add_argument(
+        "--batch-norm",
+        nargs="+",
+        choices=["running", "per_batch"],
+        default=["running"],
+        help="with --add-budgets: encoder BatchNorm statistics of the embeddings (per_batch: "
+        "statistics of each whole batch, the deterministic form of the original's inference)",
     )
     parser.add_argument(
         "--threads",
@@ -272,24 +355,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     if args.add_budgets:
-        previous = pd.read_csv(RESULTS / "panel.csv")
-        extra = [add_budgets(name, args.seed, tuple(args.add_budgets)) for name in args.datasets]
-        table = pd.concat([previous, *extra], ignore_index=True)
-        order = {name: i for i, name in enumerate(pd.unique(previous["dataset"]))}
-        table = table.sort_values("dataset", key=lambda c: c.map(order), kind="stable")
-        text = (RESULTS / "panel.md").read_text()
-        heading = "## Provenance of the main run" if "of the main run" in text else "## Provenance"
-        earlier = text.split(heading, 1)[-1].strip()
-        note = (
-            f"Rows of SCALEX with {', '.join(map(str, args.add_budgets))} iterations on "
-            f"{', '.join(args.datasets)} come from a later run (`--add-budgets`, provenance at "
-            "the end); every other row from this run:\n\n"
-        )
-        write_report(
-            table.reset_index(drop=True),
-            args.seed,
-            "## Provenance of the main run\n\n" + note + earlier + "\n\n",
-        )
+        append_runs(args)
         return
     partial = RESULTS / "panel_partial.json"
     done = json.loads(partial.read_text()) if partial.exists() else {}

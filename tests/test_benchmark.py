@@ -63,3 +63,16 @@ def test_harmony_and_scanorama_runners(reference):
     for runner in (harmony, scanorama):
         embedding = runner(reference, "batch")
         assert embedding.shape[0] == reference.n_obs and np.isfinite(embedding).all()
+
+
+def test_scalex_runner_passes_the_batch_norm_choice(reference):
+    from scalex_scvi.benchmark._methods import scalex
+
+    running = scalex(reference, "batch", max_iterations=30)
+    per_batch = scalex(reference, "batch", max_iterations=30, batch_norm="per_batch")
+    again = scalex(reference, "batch", max_iterations=30)
+    assert running.shape == per_batch.shape == (reference.n_obs, 10)
+    np.testing.assert_array_equal(running, again)  # seeded: only the statistics differ
+    assert np.abs(running - per_batch).mean() > 1e-3
+    with pytest.raises(ValueError, match="batch_norm must be"):
+        scalex(reference, "batch", max_iterations=1, batch_norm="per_cell")

@@ -28,8 +28,19 @@ def unintegrated_pca(prepared: AnnData, batch_key: str, seed: int = 0, n_comps: 
     return tmp.obsm["X_pca"]
 
 
-def scalex(prepared: AnnData, batch_key: str, seed: int = 0, **train_kwargs) -> np.ndarray:
-    """SCALEX (this package) with its defaults; ``train_kwargs`` go to :meth:`SCALEX.train`."""
+def scalex(
+    prepared: AnnData,
+    batch_key: str,
+    seed: int = 0,
+    batch_norm: str = "running",
+    **train_kwargs,
+) -> np.ndarray:
+    """SCALEX (this package) with its defaults; ``train_kwargs`` go to :meth:`SCALEX.train`.
+
+    ``batch_norm`` is the encoder's BatchNorm statistics at inference
+    (:meth:`SCALEX.get_latent_representation`): ``"running"`` (the default) or ``"per_batch"``,
+    the deterministic form of the original package's inference in training mode.
+    """
     import scvi
 
     from scalex_scvi.model import SCALEX
@@ -39,7 +50,7 @@ def scalex(prepared: AnnData, batch_key: str, seed: int = 0, **train_kwargs) -> 
     SCALEX.setup_anndata(adata, batch_key=batch_key)
     model = SCALEX(adata)
     model.train(enable_progress_bar=False, **train_kwargs)
-    return model.get_latent_representation()
+    return model.get_latent_representation(batch_norm=batch_norm)
 
 
 def scvi_model(

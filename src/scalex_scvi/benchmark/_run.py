@@ -70,7 +70,8 @@ def run_benchmark(
         Keyword arguments of :func:`~scalex_scvi.pp.preprocess`.
     method_kwargs
         Per method, keyword arguments of its runner (e.g. ``{"SCALEX": {"max_iterations":
-        4000}, "scVI": {"max_epochs": 100}}``).
+        4000}, "scVI": {"max_epochs": 100}}``). SCALEX also takes ``batch_norm``, the encoder's
+        BatchNorm statistics of the embedding: ``"running"`` (default) or ``"per_batch"``.
     embeddings
         Embeddings computed elsewhere (name → array, one row per preprocessed cell) to score
         alongside, e.g. the original SCALEX package's.
