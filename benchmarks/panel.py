@@ -10,6 +10,8 @@ For each dataset, one preprocessing for everyone, then in one run:
   second, wall time, peak memory;
 - SCALEX with smaller iteration budgets (1,000 / 2,000 / 4,000 / 8,000, no early stopping),
   timed, to find the training time this package needs to reach the original's quality;
+- each SCALEX run also embedded with per-batch encoder BatchNorm statistics (the deterministic
+  form of the original's inference), plus a run with the package defaults embedded that way;
 - every embedding scored with scib-metrics' full panel and the paper's metrics.
 
 Writes benchmarks/results/panel.{md,csv}, panel_totals.png and scib tables per dataset.
@@ -146,7 +148,9 @@ def run_dataset(name: str, seed: int) -> pd.DataFrame:
         f"{name}: original ran {original['iterations']} iterations in {original['fit_s']:.0f} s",
         flush=True,
     )
-    curve, curve_timing = budget_curve(prepared, seed)
+    curve, curve_timing = budget_curve(prepared, seed, BUDGETS, ("running", "per_batch"))
+    per_batch, per_batch_timing = budget_curve(prepared, seed, (None,), ("per_batch",))
+    curve, curve_timing = {**per_batch, **curve}, {**per_batch_timing, **curve_timing}
     table = sx.benchmark.run_benchmark(
         prepared,
         prepared=True,
