@@ -2,16 +2,17 @@
 
 For each dataset, one preprocessing for everyone, then in one run:
 
-- ``scalex_scvi.benchmark.run_benchmark``: SCALEX (this package, defaults: <= 30,000
-  iterations, early stopping), scVI, unintegrated PCA, Harmony, Scanorama; wall time and peak
-  memory per method;
+- SCALEX (this package) with its defaults (<= 30,000 iterations, early stopping) and with
+  smaller iteration budgets (1,000 / 2,000 / 4,000 / 8,000, no early stopping), each run timed
+  (wall time, peak memory) to find the training time this package needs to reach the
+  original's quality, and each model embedded twice: with the running BatchNorm statistics
+  (the package default) and with per-batch statistics (the deterministic form of the
+  original's inference);
+- ``scalex_scvi.benchmark.run_benchmark``: scVI, unintegrated PCA, Harmony, Scanorama; wall
+  time and peak memory per method;
 - the original ``scalex`` 1.0.4 with its defaults (30,000 iterations, early stopping, own venv
   with the three compat patches) on the same prepared data: iterations run, iterations per
   second, wall time, peak memory;
-- SCALEX with smaller iteration budgets (1,000 / 2,000 / 4,000 / 8,000, no early stopping),
-  timed, to find the training time this package needs to reach the original's quality;
-- each SCALEX run also embedded with per-batch encoder BatchNorm statistics (the deterministic
-  form of the original's inference), plus a run with the package defaults embedded that way;
 - every embedding scored with scib-metrics' full panel and the paper's metrics.
 
 Writes benchmarks/results/panel.{md,csv}, panel_totals.png and scib tables per dataset.
@@ -30,7 +31,6 @@ import argparse
 import json
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 import anndata as ad
@@ -70,9 +70,7 @@ def scalex_name(budget: int | None, batch_norm: str = "running") -> str:
     """Row name of a SCALEX run: its budget (``None``: the package defaults) and encoder
     BatchNorm statistics at inference (``"running"`` or ``"per_batch"``)."""
     name = "SCALEX" if budget is None else f"SCALEX ({budget} iterations)"
-    if batch_norm == "per_batch":
-        return name + PER_BATCH
-    return name if budget is not None else "SCALEX (defaults, rerun)"
+    return name + PER_BATCH if batch_norm == "per_batch" else name
 
 
 def budget_curve(
@@ -82,7 +80,8 @@ def budget_curve(
     batch_norms: tuple[str, ...] = ("running",),
 ) -> tuple[dict, dict]:
     """Train SCALEX once per budget (``None``: package defaults with early stopping, else that
-    many iterations without) and embed with each of ``batch_norms``; timings are training."""
+    many iterations without) and embed with each of ``batch_norms``; wall time and peak memory
+    are those of training."""
     embeddings, timing = {}, {}
     for budget in budgets:
         scvi.settings.seed = seed
@@ -90,14 +89,29 @@ def budget_curve(
         sx.SCALEX.setup_anndata(adata, batch_key="batch")
         model = sx.SCALEX(adata)
         kwargs = {} if budget is None else {"max_iterations": budget, "early_stopping": False}
-        start = time.perf_counter()
-        model.train(enable_progress_bar=False, **kwargs)
-        wall_s = time.perf_counter() - start
+        with sx.benchmark.Resources() as used:
+            model.train(enable_progress_bar=False, **kwargs)
         for batch_norm in batch_norms:
             name = scalex_name(budget, batch_norm)
-            timing[name] = {"wall_s": wall_s, "iterations": model.trainer.global_step}
+            timing[name] = {
+                "wall_s": used.wall_s,
+                "peak_mib": used.peak_mib,
+                "iterations": model.trainer.global_step,
+            }
             embeddings[name] = model.get_latent_representation(batch_norm=batch_norm)
     return embeddings, timing
+
+
+def with_training(table: pd.DataFrame, timing: dict) -> pd.DataFrame:
+    """``table`` (indexed by method) with the training figures of :func:`budget_curve`."""
+    for method, info in timing.items():
+        table.loc[method, ["wall_s", "peak_mib", "iterations"]] = [
+            info["wall_s"],
+            info["peak_mib"],
+            info["iterations"],
+        ]
+        table.loc[method, "iterations_per_s"] = info["iterations"] / info["wall_s"]
+    return table
 
 
 def original_defaults(prepared: ad.AnnData, seed: int, name: str) -> tuple[np.ndarray, dict]:
@@ -148,11 +162,11 @@ def run_dataset(name: str, seed: int) -> pd.DataFrame:
         f"{name}: original ran {original['iterations']} iterations in {original['fit_s']:.0f} s",
         flush=True,
     )
-    curve, curve_timing = budget_curve(prepared, seed, BUDGETS, ("running", "per_batch"))
-    per_batch, per_batch_timing = budget_curve(prepared, seed, (None,), ("per_batch",))
-    curve, curve_timing = {**per_batch, **curve}, {**per_batch_timing, **curve_timing}
+    # SCALEX with its defaults trains here with the budgets, so that one model gives both rows
+    curve, curve_timing = budget_curve(prepared, seed, (None, *BUDGETS), ("running", "per_batch"))
     table = sx.benchmark.run_benchmark(
         prepared,
+        methods=[m for m in sx.benchmark.DEFAULT_METHODS if m != "SCALEX"],
         prepared=True,
         dataset=name,
         seed=seed,
@@ -166,10 +180,7 @@ def run_dataset(name: str, seed: int) -> pd.DataFrame:
         original["iterations"],
         original["iterations_per_s"],
     ]
-    for method, info in curve_timing.items():
-        table.loc[method, ["wall_s", "iterations"]] = [info["wall_s"], info["iterations"]]
-        table.loc[method, "iterations_per_s"] = info["iterations"] / info["wall_s"]
-    return table.reset_index()
+    return with_training(table, curve_timing).reset_index()
 
 
 def add_budgets(
@@ -186,10 +197,7 @@ def add_budgets(
     table = sx.benchmark.run_benchmark(
         prepared, prepared=True, methods=[], dataset=name, seed=seed, embeddings=curve
     ).set_index("method")
-    for method, info in curve_timing.items():
-        table.loc[method, ["wall_s", "iterations"]] = [info["wall_s"], info["iterations"]]
-        table.loc[method, "iterations_per_s"] = info["iterations"] / info["wall_s"]
-    return table.reset_index()
+    return with_training(table, curve_timing).reset_index()
 
 
 def time_to_quality(table: pd.DataFrame) -> pd.DataFrame:
@@ -229,7 +237,7 @@ def plot_totals(table: pd.DataFrame) -> None:
     against training time of SCALEX's budget runs, with the original and scVI as points."""
     datasets = list(pd.unique(table["dataset"]))
     budgeted = table["method"].str.contains("iterations")
-    main = table[~budgeted & (table["method"] != "SCALEX (defaults, rerun)")]
+    main = table[~budgeted]
     fig, axes = plt.subplots(
         1, 1 + len(datasets), figsize=(5 + 4 * len(datasets), 4.5), squeeze=False
     )
@@ -347,6 +355,12 @@ def append_runs(args: argparse.Namespace) -> None:
     """Further SCALEX runs appended to panel.csv; panel.md keeps every run's provenance."""
     previous = pd.read_csv(RESULTS / "panel.csv")
     budgets, batch_norms = tuple(args.add_budgets), tuple(args.batch_norm)
+    names = [scalex_name(b, n) for b in budgets for n in batch_norms]
+    present = previous[previous["dataset"].isin(args.datasets) & previous["method"].isin(names)]
+    if not present.empty:
+        raise SystemExit(
+            f"panel.csv already has {sorted(set(present['method']))} on these datasets."
+        )
     extra = [add_budgets(name, args.seed, budgets, batch_norms) for name in args.datasets]
     table = pd.concat([previous, *extra], ignore_index=True)
     order = {name: i for i, name in enumerate(pd.unique(previous["dataset"]))}
@@ -356,10 +370,9 @@ def append_runs(args: argparse.Namespace) -> None:
     earlier = text.split(heading, 1)[-1].strip()
     # the previous run's own provenance block becomes that of an earlier appending run
     earlier = earlier.replace("\n## Provenance\n", "\n## Provenance of an earlier appending run\n")
-    names = ", ".join(scalex_name(b, n) for b in budgets for n in batch_norms)
     note = (
-        f"Rows {names} on {', '.join(args.datasets)} come from a later run (`--add-budgets`, "
-        "provenance at the end).\n\n"
+        f"Rows {', '.join(names)} on {', '.join(args.datasets)} come from a later run "
+        "(`--add-budgets`, provenance at the end).\n\n"
     )
     write_report(
         table.reset_index(drop=True),
