@@ -387,6 +387,7 @@ def run_split(
             ref_latent=result["ref_latent"],
             query_latent=result["query_latent"],
             ref_labels=reference.obs[LABEL].to_numpy(dtype=str),
+            ref_batches=reference.obs["batch"].to_numpy(dtype=str),
             query_labels=query.obs[LABEL].to_numpy(dtype=str),
         )
     if not scalex_only:  # the side-by-side figure needs every method's latent

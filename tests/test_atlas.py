@@ -136,6 +136,30 @@ def test_save_load_gives_identical_results(atlas, query_raw, tmp_path):
     np.testing.assert_array_equal(balanced[1].obsm["X_scalex"], balanced[0].obsm["X_scalex"])
 
 
+def test_cutoff_across_batches_is_kept_on_save_load(trained, reference, tmp_path):
+    atlas = sx.Atlas.build(
+        trained,
+        reference,
+        label_key="cell_type",
+        transfer_kwargs={"calibration": "other_batches"},
+    )
+    within = sx.tl.KNNLabelTransfer().fit(atlas.adata.obsm["X_scalex"], reference.obs["cell_type"])
+    assert atlas.classifier.distance_cutoff_ != within.distance_cutoff_
+    atlas.save(tmp_path / "atlas")
+    loaded = sx.Atlas.load(tmp_path / "atlas")
+    assert loaded.classifier.calibration == "other_batches"
+    assert loaded.classifier.distance_cutoff_ == atlas.classifier.distance_cutoff_
+    without_batches = reference.copy()
+    del without_batches.obs["batch"]
+    with pytest.raises(ValueError, match="batch column"):
+        sx.Atlas.build(
+            trained,
+            without_batches,
+            label_key="cell_type",
+            transfer_kwargs={"calibration": "other_batches"},
+        )
+
+
 def test_projection_plot(atlas, query_raw, tmp_path):
     import matplotlib as mpl
 

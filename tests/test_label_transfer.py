@@ -64,6 +64,56 @@ def test_missing_labels_are_ignored_and_errors():
         sx.tl.KNNLabelTransfer(uncertainty_threshold=2)
 
 
+def _two_batches(seed=0, n=200, shift=1.0):
+    """Types A and B at (0, 0) and (10, 0), seen in two batches offset by ``shift`` on y."""
+    rng = np.random.default_rng(seed)
+    emb, labels, batches = [], [], []
+    for batch, offset in (("b1", 0.0), ("b2", shift)):
+        for label, centre in (("A", [0.0, 0.0]), ("B", [10.0, 0.0])):
+            emb.append(rng.normal([centre[0], centre[1] + offset], 0.1, size=(n, 2)))
+            labels += [label] * n
+            batches += [batch] * n
+    return np.vstack(emb).astype(np.float32), np.array(labels), np.array(batches)
+
+
+def test_cutoff_calibrated_on_other_batches():
+    emb, labels, batches = _two_batches()
+    within = sx.tl.KNNLabelTransfer().fit(emb, labels)
+    across = sx.tl.KNNLabelTransfer(calibration="other_batches").fit(emb, labels, batches=batches)
+    # a cell's nearest cells of the other batch lie about one shift away
+    assert across.distance_cutoff_ > 0.8 > 0.3 > within.distance_cutoff_
+    # a third batch, shifted like the second: known types, not called Unknown across batches
+    query = np.array([[0.0, -1.0], [10.0, -1.0], [0.0, 30.0]], dtype=np.float32)
+    assert list(within.predict(query)["label"]) == ["Unknown"] * 3
+    assert list(across.predict(query)["label"]) == ["A", "B", "Unknown"]
+    # the same calibration through transfer_labels, with the batch column
+    names = [f"r{i}" for i in range(len(labels))]
+    ref = AnnData(obs=pd.DataFrame({"ct": labels, "batch": batches}, index=names))
+    ref.obsm["X_scalex"] = emb
+    new = AnnData(obs=pd.DataFrame(index=["q0", "q1", "q2"]))
+    new.obsm["X_scalex"] = query
+    result = sx.tl.transfer_labels(ref, new, "ct", calibration="other_batches", batch_key="batch")
+    assert list(result["label"]) == ["A", "B", "Unknown"]
+
+
+def test_cutoff_calibration_errors_and_fallback():
+    emb, labels, batches = _two_batches(n=20)
+    clf = sx.tl.KNNLabelTransfer(calibration="other_batches")
+    with pytest.raises(ValueError, match="needs the batches"):
+        clf.fit(emb, labels)
+    with pytest.raises(ValueError, match="batches for"):
+        clf.fit(emb, labels, batches=batches[:-1])
+    with pytest.raises(ValueError, match="calibration"):
+        sx.tl.KNNLabelTransfer(calibration="batches")
+    # labelled cells from one batch only: the reference calibration, with a warning
+    labels = labels.astype(object)
+    labels[batches == "b2"] = None
+    with pytest.warns(UserWarning, match="one batch"):
+        clf.fit(emb, labels, batches=batches)
+    within = sx.tl.KNNLabelTransfer().fit(emb, labels)
+    assert clf.distance_cutoff_ == within.distance_cutoff_
+
+
 def test_confusion_matrix_and_scores_on_a_hand_case():
     truth = ["A", "A", "B", "B", "N"]
     pred = ["A", "B", "B", "B", "Unknown"]

@@ -102,7 +102,9 @@ class Atlas:
             Seed of UMAP (fit and transform), for a reproducible map. ``None`` lets UMAP run
             in parallel, faster on large references but not reproducible.
         transfer_kwargs
-            Keyword arguments of :class:`~scalex_scvi.tl.KNNLabelTransfer`.
+            Keyword arguments of :class:`~scalex_scvi.tl.KNNLabelTransfer`; with
+            ``{"calibration": "other_batches"}`` the Unknown cutoff is calibrated across the
+            reference's batches (the model's batch column).
 
         Returns
         -------
@@ -131,9 +133,13 @@ class Atlas:
         if label_key is not None:
             obs[label_key] = adata.obs[label_key].astype(str).to_numpy()
             obs[ORIGIN_KEY] = "reference"
-            classifier = KNNLabelTransfer(**(transfer_kwargs or {})).fit(
-                latent, adata.obs[label_key]
-            )
+            classifier = KNNLabelTransfer(**(transfer_kwargs or {}))
+            batches = obs[batch_key] if batch_key is not None and batch_key in obs else None
+            if classifier.calibration == "other_batches" and batches is None:
+                raise ValueError(
+                    'calibration="other_batches" needs the batch column of the model in adata.obs.'
+                )
+            classifier.fit(latent, adata.obs[label_key], batches=batches)
             labelled = adata.obs[label_key].notna().to_numpy()
             statistics = model.get_hidden_statistics(
                 adata,
@@ -299,6 +305,7 @@ class Atlas:
                 "n_neighbors": self.classifier.n_neighbors,
                 "uncertainty_threshold": self.classifier.uncertainty_threshold,
                 "distance_quantile": self.classifier.distance_quantile,
+                "calibration": self.classifier.calibration,
                 "unknown_label": self.classifier.unknown_label,
                 "distance_cutoff": self.classifier.distance_cutoff_,
             },

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -27,6 +30,14 @@ class KNNLabelTransfer:
     quantile of the reference cells' own mean distances to their neighbours (it lies away from
     every reference type, as a cell type absent from the reference does).
 
+    With ``calibration="other_batches"`` that cutoff is instead the quantile of the reference
+    cells' mean distances to their nearest reference cells *of other batches* (``batches``
+    given to :meth:`fit`). A query is a batch of its own, and cells of known types lie a little
+    farther from the reference than reference cells lie from cells of their own batch; the
+    distances across reference batches measure that situation, so fewer query cells of known
+    types are called unknown, while a cell farther from the reference than cells of one batch
+    lie from the other batches still is.
+
     Parameters
     ----------
     n_neighbors
@@ -36,6 +47,11 @@ class KNNLabelTransfer:
     distance_quantile
         Quantile of the reference's neighbour distances beyond which a cell is called unknown;
         ``None`` disables the rule.
+    calibration
+        Which neighbour distances of the reference set the cutoff: ``"reference"`` (each cell's
+        nearest reference cells) or ``"other_batches"`` (each cell's nearest reference cells of
+        other batches; needs ``batches`` in :meth:`fit` and at least two batches, else falls
+        back to ``"reference"`` with a warning).
     unknown_label
         Label of cells that are not assigned.
 
@@ -55,8 +71,13 @@ class KNNLabelTransfer:
         n_neighbors: int = 15,
         uncertainty_threshold: float = 0.7,
         distance_quantile: float | None = 0.99,
+        calibration: Literal["reference", "other_batches"] = "reference",
         unknown_label: str = UNKNOWN,
     ):
+        if calibration not in ("reference", "other_batches"):
+            raise ValueError(
+                f"calibration must be 'reference' or 'other_batches', not {calibration!r}."
+            )
         if not 0 <= uncertainty_threshold <= 1:
             raise ValueError("uncertainty_threshold must lie in [0, 1].")
         if distance_quantile is not None and not 0 < distance_quantile <= 1:
@@ -64,6 +85,7 @@ class KNNLabelTransfer:
         self.n_neighbors = n_neighbors
         self.uncertainty_threshold = uncertainty_threshold
         self.distance_quantile = distance_quantile
+        self.calibration = calibration
         self.unknown_label = unknown_label
 
     def fit(
@@ -72,6 +94,7 @@ class KNNLabelTransfer:
         labels: np.ndarray | pd.Series,
         seed: int = 0,
         distance_cutoff: float | None = None,
+        batches: np.ndarray | pd.Series | None = None,
     ) -> KNNLabelTransfer:
         """Index the reference cells; cells with a missing label are left out.
 
@@ -86,6 +109,8 @@ class KNNLabelTransfer:
             larger references.
         distance_cutoff
             A cutoff computed before (e.g. by a saved atlas), used instead of estimating it.
+        batches
+            Batch of each reference cell, for ``calibration="other_batches"``.
         """
         labels = pd.Series(np.asarray(labels, dtype=object))
         keep = labels.notna().to_numpy()
@@ -103,14 +128,58 @@ class KNNLabelTransfer:
             self.distance_cutoff_ = float(distance_cutoff)
         elif self.distance_quantile is not None and len(self.codes_) > 1:
             rng = np.random.default_rng(seed)
-            sample = embedding
+            sample = np.arange(len(embedding))
             if len(embedding) > _CUTOFF_SAMPLE:
-                sample = embedding[rng.choice(len(embedding), _CUTOFF_SAMPLE, replace=False)]
-            k = min(self.n_neighbors_ + 1, len(embedding))
-            distances, _ = self.index_.kneighbors(sample, n_neighbors=k)
-            own = distances[:, 1:].mean(axis=1)  # the first neighbour is the cell itself
+                sample = np.sort(rng.choice(len(embedding), _CUTOFF_SAMPLE, replace=False))
+            kept = self._batches_for_calibration(batches, keep)
+            if kept is not None:
+                own = self._distances_to_other_batches(embedding, kept, sample)
+            else:
+                k = min(self.n_neighbors_ + 1, len(embedding))
+                distances, _ = self.index_.kneighbors(embedding[sample], n_neighbors=k)
+                own = distances[:, 1:].mean(axis=1)  # the first neighbour is the cell itself
             self.distance_cutoff_ = float(np.quantile(own, self.distance_quantile))
         return self
+
+    def _batches_for_calibration(
+        self, batches: np.ndarray | pd.Series | None, keep: np.ndarray
+    ) -> np.ndarray | None:
+        """Batches of the labelled cells for a cutoff across batches, else ``None``.
+
+        Warns where the labelled cells come from one batch.
+        """
+        if self.calibration == "reference":
+            return None
+        if batches is None:
+            raise ValueError('calibration="other_batches" needs the batches of the reference.')
+        if len(batches) != len(keep):
+            raise ValueError(f"Got {len(batches)} batches for {len(keep)} reference cells.")
+        kept = pd.Series(np.asarray(batches, dtype=object)[keep]).astype(str).to_numpy()
+        if len(np.unique(kept)) < 2:
+            warnings.warn(
+                'The labelled reference cells come from one batch; calibration="other_batches" '
+                'falls back to "reference".',
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
+        return kept
+
+    def _distances_to_other_batches(
+        self, embedding: np.ndarray, batches: np.ndarray, sample: np.ndarray
+    ) -> np.ndarray:
+        """Mean distance of each sampled cell to its nearest reference cells of other batches."""
+        own = np.empty(len(sample))
+        for batch in np.unique(batches[sample]):
+            inside = batches == batch
+            cells = batches[sample] == batch
+            others = embedding[~inside]
+            k = min(self.n_neighbors_, len(others))
+            distances, _ = (
+                NearestNeighbors(n_neighbors=k).fit(others).kneighbors(embedding[sample[cells]])
+            )
+            own[cells] = distances.mean(axis=1)
+        return own
 
     def predict(self, embedding: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
         """Labels of query cells.
@@ -163,6 +232,8 @@ def transfer_labels(
     n_neighbors: int = 15,
     uncertainty_threshold: float = 0.7,
     distance_quantile: float | None = 0.99,
+    calibration: Literal["reference", "other_batches"] = "reference",
+    batch_key: str | None = None,
     unknown_label: str = UNKNOWN,
 ) -> pd.DataFrame:
     """Transfer reference labels to query cells by distance-weighted kNN.
@@ -187,6 +258,10 @@ def transfer_labels(
     distance_quantile
         Quantile of the reference's own neighbour distances beyond which a query cell is called
         ``unknown_label``; ``None`` disables.
+    calibration
+        ``"reference"`` or ``"other_batches"``: see :class:`KNNLabelTransfer`.
+    batch_key
+        Column of ``reference.obs`` with the batches, for ``calibration="other_batches"``.
     unknown_label
         Label given to cells that are not assigned.
 
@@ -200,10 +275,17 @@ def transfer_labels(
     for name, data in (("reference", reference), ("query", query)):
         if use_rep not in data.obsm:
             raise KeyError(f"{name}.obsm has no {use_rep!r}; embed it first.")
+    if batch_key is not None and batch_key not in reference.obs:
+        raise KeyError(f"{batch_key!r} is not a column of reference.obs.")
     classifier = KNNLabelTransfer(
         n_neighbors=n_neighbors,
         uncertainty_threshold=uncertainty_threshold,
         distance_quantile=distance_quantile,
+        calibration=calibration,
         unknown_label=unknown_label,
-    ).fit(reference.obsm[use_rep], reference.obs[label_key])
+    ).fit(
+        reference.obsm[use_rep],
+        reference.obs[label_key],
+        batches=None if batch_key is None else reference.obs[batch_key],
+    )
     return classifier.predict(query.obsm[use_rep], index=query.obs_names.copy())
