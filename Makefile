@@ -34,10 +34,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-BENCHMARKS ?= speed scaling early_stopping throughput atlas_growth projection projection_seeds label_threshold panel partial_overlap kl_weight
+BENCHMARKS ?= speed scaling early_stopping throughput atlas_growth projection projection_seeds label_threshold label_calibration panel partial_overlap kl_weight
+# further SCALEX rows appended to the panel (see benchmarks/results/panel.md)
+PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
+	"--add-budgets 1000 2000 4000 8000 --batch-norm running per_batch --lr 1e-3" \
+	"--datasets pbmc_3chem --add-budgets 4000 8000 --batch-norm running per_batch --lr 1e-3 --seed 1" \
+	"--datasets pbmc_3chem --add-budgets 4000 8000 --batch-norm running per_batch --lr 1e-3 --seed 2" \
+	"--datasets pbmc_3chem --add-budgets defaults --batch-norm running per_batch --seed 1"
 
 bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DIR); results in benchmarks/results
 	cd benchmarks && for script in $(BENCHMARKS); do ../$(BIN)/python $$script.py || exit 1; done
+	cd benchmarks && for extra in $(PANEL_EXTRA); do ../$(BIN)/python panel.py $$extra || exit 1; done
 
 clean:
 	rm -rf $(OUTDIR) .pytest_cache .ruff_cache

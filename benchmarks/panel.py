@@ -77,21 +77,27 @@ LR_NOTE = (
 )
 
 
-def scalex_name(budget: int | None, batch_norm: str = "running", lr: float | None = None) -> str:
+def scalex_name(
+    budget: int | None, batch_norm: str = "running", lr: float | None = None, seed: int = 0
+) -> str:
     """Row name of a SCALEX run: its budget (``None``: the package defaults), learning rate
-    (``None``: the package default) and encoder BatchNorm statistics at inference
-    (``"running"`` or ``"per_batch"``)."""
+    (``None``: the package default), seed (named where not 0, the main run's) and encoder
+    BatchNorm statistics at inference (``"running"`` or ``"per_batch"``)."""
     settings = [] if budget is None else [f"{budget} iterations"]
     settings += [] if lr is None else [f"lr {lr:g}"]
+    settings += [] if seed == 0 else [f"seed {seed}"]
     name = f"SCALEX ({', '.join(settings)})" if settings else "SCALEX"
     return name + PER_BATCH if batch_norm == "per_batch" else name
 
 
 def scalex_arm(name: str) -> str:
-    """The arm of a SCALEX row for time to quality: BatchNorm statistics and learning rate."""
-    lr = re.search(r"lr ([0-9.e+-]+)", name)
+    """The arm of a SCALEX row for time to quality: BatchNorm statistics, learning rate and
+    seed (runs of different seeds are different arms)."""
     arm = "per_batch" if name.endswith(PER_BATCH) else "running"
-    return f"{arm}, lr {lr.group(1)}" if lr else arm
+    for setting in (r"lr [0-9.e+-]+", r"seed \d+"):
+        found = re.search(setting, name)
+        arm += f", {found.group(0)}" if found else ""
+    return arm
 
 
 def budget_curve(
@@ -116,7 +122,7 @@ def budget_curve(
         with sx.benchmark.Resources() as used:
             model.train(enable_progress_bar=False, **kwargs)
         for batch_norm in batch_norms:
-            name = scalex_name(budget, batch_norm, lr)
+            name = scalex_name(budget, batch_norm, lr, seed)
             timing[name] = {
                 "wall_s": used.wall_s,
                 "peak_mib": used.peak_mib,
@@ -378,7 +384,7 @@ def append_runs(args: argparse.Namespace) -> None:
     """Further SCALEX runs appended to panel.csv; panel.md keeps every run's provenance."""
     previous = pd.read_csv(RESULTS / "panel.csv")
     budgets, batch_norms = tuple(args.add_budgets), tuple(args.batch_norm)
-    names = [scalex_name(b, n, args.lr) for b in budgets for n in batch_norms]
+    names = [scalex_name(b, n, args.lr, args.seed) for b in budgets for n in batch_norms]
     present = previous[previous["dataset"].isin(args.datasets) & previous["method"].isin(names)]
     if not present.empty:
         raise SystemExit(
@@ -397,9 +403,10 @@ def append_runs(args: argparse.Namespace) -> None:
         f"Rows {', '.join(names)} on {', '.join(args.datasets)} come from a later run "
         "(`--add-budgets`, provenance at the end).\n\n"
     )
+    main_seed = re.search(r"^Seed (\d+)\.", text, flags=re.MULTILINE)
     write_report(
         table.reset_index(drop=True),
-        args.seed,
+        int(main_seed.group(1)) if main_seed else args.seed,
         "## Provenance of the main run\n\n" + note + earlier + "\n\n",
     )
 
@@ -407,7 +414,13 @@ def append_runs(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of every method; with --add-budgets, rows of another seed than 0 are named "
+        "with it and make arms of their own",
+    )
     parser.add_argument(
         "--reuse",
         nargs="+",
