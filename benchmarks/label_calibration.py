@@ -35,7 +35,15 @@ from scvi.model._utils import get_max_epochs_heuristic
 import scalex_scvi as sx
 
 from _common import RESULTS, provenance
-from projection import CACHE, LABEL, SCALEX_ARMS, SPLITS, _cache_name, run_scarches, split_data
+from projection import (
+    CACHE,
+    SCALEX_ARMS,
+    SPLITS,
+    _cache_name,
+    cache_latents,
+    run_scarches,
+    split_data,
+)
 
 CALIBRATIONS = ("reference", "other_batches")
 SCARCHES = "scArches (scVI)"
@@ -67,14 +75,7 @@ def scarches_cache(split: str) -> None:
     )
     epochs = spec.scvi_epochs or get_max_epochs_heuristic(reference.n_obs)
     result = run_scarches(reference, query, 0, epochs, spec.query_epochs)
-    np.savez_compressed(
-        CACHE / f"{split}__{_cache_name(SCARCHES)}.npz",
-        ref_latent=result["ref_latent"],
-        query_latent=result["query_latent"],
-        ref_labels=reference.obs[LABEL].to_numpy(dtype=str),
-        query_labels=query.obs[LABEL].to_numpy(dtype=str),
-        ref_batches=reference.obs["batch"].to_numpy(dtype=str),
-    )
+    cache_latents(split, SCARCHES, result, reference, query)
 
 
 def score_split(split: str, with_scarches: bool = False) -> list[dict]:

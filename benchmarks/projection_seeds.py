@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from _common import RESULTS, provenance
-from projection import SCALEX_ARMS
+from projection import SCALEX_ARMS, forced_label_summary
 
 SCARCHES = "scArches (scVI)"
 SMALL_SPLITS = [
@@ -121,23 +121,6 @@ def summarise(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return summary, pd.DataFrame(rows)
 
 
-def forced_means(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Mean macro-F1 over seeds without the Unknown rule (``macro_f1_no_unknown``) per split,
-    and lines counting the splits where each SCALEX arm's mean is at least scArches'."""
-    means = table.pivot_table(index="split", columns="method", values="macro_f1_no_unknown")
-    summary = pd.DataFrame({SCARCHES: means[SCARCHES]})
-    lines = []
-    for arm, statistics in SCALEX_ARMS.items():
-        summary[statistics] = means[arm]
-        met = means[arm] >= means[SCARCHES]
-        summary[f">= scArches ({statistics})"] = met
-        lines.append(
-            f"- {arm}: mean macro-F1 without the Unknown rule ≥ scArches' on "
-            f"**{int(met.sum())} of {len(met)}** splits"
-        )
-    return summary, lines
-
-
 FORCED_NOTE = (
     "Mean macro-F1 over seeds without the Unknown rule (every query cell given its majority "
     "reference label), which separates the kNN assignment from the Unknown calls:\n\n"
@@ -167,7 +150,7 @@ def write_report(table: pd.DataFrame, out: Path, args: argparse.Namespace) -> No
                 )
             fh.write("\n" + versus.round(4).to_markdown(index=False) + "\n\n")
         if "macro_f1_no_unknown" in table:
-            forced, lines = forced_means(table)
+            forced, lines = forced_label_summary(table, score="mean macro-F1")
             fh.write(FORCED_NOTE + forced.round(4).to_markdown() + "\n\n")
             fh.write("\n".join(lines) + "\n\n")
         fh.write("Mean and standard deviation over seeds:\n\n")
