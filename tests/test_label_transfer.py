@@ -133,6 +133,37 @@ def test_confusion_matrix_and_scores_on_a_hand_case():
     )
 
 
+def test_macro_f1_difference_matches_the_scores_and_brackets_them():
+    rng = np.random.default_rng(0)
+    truth = rng.choice(["A", "B", "C", "N"], size=400, p=[0.5, 0.3, 0.15, 0.05])
+    good = truth.copy()
+    good[rng.random(400) < 0.1] = "A"
+    poor = truth.copy()
+    poor[rng.random(400) < 0.4] = "Unknown"
+    known = ["A", "B", "C"]
+    out = sx.tl.macro_f1_difference(truth, good, poor, reference_labels=known, seed=1)
+    expected = (
+        sx.tl.label_transfer_scores(truth, good, reference_labels=known)["macro_f1"]
+        - sx.tl.label_transfer_scores(truth, poor, reference_labels=known)["macro_f1"]
+    )
+    assert out["difference"] == pytest.approx(expected)
+    assert out["n_cells"] == int(np.isin(truth, known).sum())
+    assert 0 < out["low"] < out["difference"] < out["high"]
+    # the same labels twice: no difference in any resample
+    same = sx.tl.macro_f1_difference(truth, good, good)
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0, "n_cells": 400}
+    # one cell of a rare type flipped: a level call, the interval spans 0
+    rare = np.array(["A"] * 200 + ["B"] * 2)
+    flipped = rare.copy()
+    flipped[-1] = "A"
+    tiny = sx.tl.macro_f1_difference(rare, rare, flipped)
+    assert tiny["difference"] > 0.1 and tiny["low"] <= 0 <= tiny["high"]
+    with pytest.raises(ValueError, match="same length"):
+        sx.tl.macro_f1_difference(truth, good[:-1], poor)
+    with pytest.raises(ValueError, match="known type"):
+        sx.tl.macro_f1_difference(["N"], ["A"], ["A"], reference_labels=["A"])
+
+
 def test_plots_draw(tmp_path):
     import matplotlib as mpl
 

@@ -1,7 +1,7 @@
 """Tools: label transfer and its evaluation."""
 
 from ._adaptation import balanced_latent, composition_weights
-from ._evaluation import confusion_matrix, label_transfer_scores
+from ._evaluation import confusion_matrix, label_transfer_scores, macro_f1_difference
 from ._label_transfer import UNKNOWN, KNNLabelTransfer, transfer_labels
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "composition_weights",
     "confusion_matrix",
     "label_transfer_scores",
+    "macro_f1_difference",
     "transfer_labels",
 ]
