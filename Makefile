@@ -40,7 +40,8 @@ PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--add-budgets 1000 2000 4000 8000 --batch-norm running per_batch --lr 1e-3" \
 	"--datasets pbmc_3chem --add-budgets 4000 8000 --batch-norm running per_batch --lr 1e-3 --seed 1" \
 	"--datasets pbmc_3chem --add-budgets 4000 8000 --batch-norm running per_batch --lr 1e-3 --seed 2" \
-	"--datasets pbmc_3chem --add-budgets defaults --batch-norm running per_batch --seed 1"
+	"--add-budgets defaults --batch-norm running per_batch --seed 1" \
+	"--add-peers scVI original --seed 1"
 
 bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DIR); results in benchmarks/results
 	cd benchmarks && for script in $(BENCHMARKS); do ../$(BIN)/python $$script.py || exit 1; done

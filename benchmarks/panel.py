@@ -25,6 +25,8 @@ Writes benchmarks/results/panel.{md,csv}, panel_totals.png and scib tables per d
         # the same with the encoder's BatchNorm statistics taken per batch at inference
     python benchmarks/panel.py --add-budgets 1000 2000 4000 8000 --batch-norm running per_batch \
         --lr 1e-3   # the same budgets with a learning rate 5 times the paper's
+    python benchmarks/panel.py --datasets pbmc_3chem --add-peers scVI original --seed 1
+        # the peers again with another seed (SCALEX: --add-budgets defaults --seed 1)
 """
 
 from __future__ import annotations
@@ -234,6 +236,72 @@ def add_budgets(
     return with_training(table, curve_timing).reset_index()
 
 
+PEERS = ("scVI", "original")
+
+
+def seeded(method: str, seed: int) -> str:
+    """Row name of a peer's run with another seed than the main run's."""
+    return f"{method[:-1]}, seed {seed})" if method.endswith(")") else f"{method} (seed {seed})"
+
+
+def base_method(name: str) -> tuple[str, int]:
+    """The method of a row without its seed, and that seed (0: the main run's)."""
+    found = re.search(r"seed (\d+)", name)
+    base = re.sub(r" \(seed \d+\)", "", re.sub(r", seed \d+\)", ")", name))
+    return base, int(found.group(1)) if found else 0
+
+
+def add_peers(name: str, seed: int, peers: tuple[str, ...]) -> pd.DataFrame:
+    """Rows of scVI and / or the original with its defaults, run again with ``seed``."""
+    file, min_features = DATASETS[name]
+    prepared = sx.pp.preprocess(read(file), batch_key="batch", min_features=min_features)
+    embeddings, original = {}, None
+    if "original" in peers:
+        embeddings[seeded(ORIGINAL, seed)], original = original_defaults(prepared, seed, name)
+    table = sx.benchmark.run_benchmark(
+        prepared,
+        methods=["scVI"] if "scVI" in peers else [],
+        prepared=True,
+        dataset=name,
+        seed=seed,
+        embeddings=embeddings,
+    )
+    table["method"] = table["method"].replace({"scVI": seeded("scVI", seed)})
+    table = table.set_index("method")
+    if original is not None:
+        table.loc[seeded(ORIGINAL, seed), ["wall_s", "peak_mib", "iterations"]] = [
+            original["fit_s"],
+            original["peak_rss_mib"],
+            original["iterations"],
+        ]
+        table.loc[seeded(ORIGINAL, seed), "iterations_per_s"] = original["iterations_per_s"]
+    return table.reset_index()
+
+
+SEEDS_NOTE = (
+    "## Over seeds\n\n"
+    "scib Total of the main rows per seed where a method was run again with another seed "
+    "(`--add-budgets defaults --seed N` for SCALEX, `--add-peers scVI original --seed N` for "
+    "the peers), and the mean over the seeds run.\n\n"
+)
+
+
+def seed_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Total per dataset, main method and seed, for the datasets where a main method has
+    another seed than the main run's."""
+    mains = ["SCALEX", "SCALEX" + PER_BATCH, "scVI", ORIGINAL]
+    rows = table[["dataset", "method", "Total"]].copy()
+    rows[["base", "seed"]] = rows["method"].apply(lambda m: pd.Series(base_method(m)))
+    rows = rows[rows["base"].isin(mains)]
+    several = rows.groupby("dataset")["seed"].transform("max") > 0
+    wide = rows[several].pivot_table(index=["dataset", "base"], columns="seed", values="Total")
+    wide.columns = [f"Total seed {seed}" for seed in wide.columns]
+    wide["mean"] = wide.mean(axis=1)
+    wide["seeds"] = wide.filter(like="Total seed").notna().sum(axis=1)
+    wide.index = wide.index.set_names(["dataset", "method"])
+    return wide.reset_index()
+
+
 def time_to_quality(table: pd.DataFrame) -> pd.DataFrame:
     """Per dataset and arm (encoder BatchNorm at inference, learning rate where not the
     default): the cheapest SCALEX run reaching the original's scib Total."""
@@ -366,6 +434,9 @@ def write_report(table: pd.DataFrame, seed: int, earlier: str = "") -> None:
             fh.write(PER_BATCH_NOTE)
         if table["method"].str.contains(" lr ").any():
             fh.write(LR_NOTE)
+        seeds = seed_table(table)
+        if len(seeds):
+            fh.write(SEEDS_NOTE + seeds.round(4).to_markdown(index=False) + "\n\n")
         fh.write("Time to the original's quality:\n\n")
         fh.write(ttq.round(3).to_markdown(index=False) + "\n\n")
         fh.write(
@@ -384,13 +455,22 @@ def append_runs(args: argparse.Namespace) -> None:
     """Further SCALEX runs appended to panel.csv; panel.md keeps every run's provenance."""
     previous = pd.read_csv(RESULTS / "panel.csv")
     budgets, batch_norms = tuple(args.add_budgets), tuple(args.batch_norm)
+    peers = tuple(args.add_peers)
+    if peers and args.seed == 0:
+        raise SystemExit("--add-peers needs another --seed than the main run's 0.")
     names = [scalex_name(b, n, args.lr, args.seed) for b in budgets for n in batch_norms]
+    names += [seeded({"original": ORIGINAL}.get(peer, peer), args.seed) for peer in peers]
     present = previous[previous["dataset"].isin(args.datasets) & previous["method"].isin(names)]
     if not present.empty:
         raise SystemExit(
             f"panel.csv already has {sorted(set(present['method']))} on these datasets."
         )
-    extra = [add_budgets(name, args.seed, budgets, batch_norms, args.lr) for name in args.datasets]
+    extra = [
+        add_budgets(name, args.seed, budgets, batch_norms, args.lr)
+        if budgets
+        else add_peers(name, args.seed, peers)
+        for name in args.datasets
+    ]
     table = pd.concat([previous, *extra], ignore_index=True)
     order = {name: i for i, name in enumerate(pd.unique(previous["dataset"]))}
     table = table.sort_values("dataset", key=lambda c: c.map(order), kind="stable")
@@ -401,7 +481,7 @@ def append_runs(args: argparse.Namespace) -> None:
     earlier = earlier.replace("\n## Provenance\n", "\n## Provenance of an earlier appending run\n")
     note = (
         f"Rows {', '.join(names)} on {', '.join(args.datasets)} come from a later run "
-        "(`--add-budgets`, provenance at the end).\n\n"
+        f"(`{'--add-budgets' if budgets else '--add-peers'}`, provenance at the end).\n\n"
     )
     main_seed = re.search(r"^Seed (\d+)\.", text, flags=re.MULTILINE)
     write_report(
@@ -437,6 +517,14 @@ def main() -> None:
         "(which must hold every dataset)",
     )
     parser.add_argument(
+        "--add-peers",
+        nargs="+",
+        choices=PEERS,
+        default=[],
+        help="run only these peers again (scVI; the original with its defaults) with --seed "
+        "on --datasets, appended to the rows of the existing panel.csv",
+    )
+    parser.add_argument(
         "--batch-norm",
         nargs="+",
         choices=["running", "per_batch"],
@@ -460,7 +548,9 @@ def main() -> None:
     # torch's thread count can drift from OMP_NUM_THREADS after other libraries load; pin it
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    if args.add_budgets:
+    if args.add_budgets and args.add_peers:
+        parser.error("--add-budgets and --add-peers are separate runs.")
+    if args.add_budgets or args.add_peers:
         append_runs(args)
         return
     partial = RESULTS / "panel_partial.json"
