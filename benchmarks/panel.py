@@ -303,12 +303,14 @@ def seed_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def time_to_quality(table: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset and arm (encoder BatchNorm at inference, learning rate where not the
-    default): the cheapest SCALEX run reaching the original's scib Total."""
+    """Per dataset and arm (encoder BatchNorm at inference, learning rate and seed where not
+    the defaults): the cheapest SCALEX run reaching the original's scib Total (its mean over
+    the seeds it was run with, against its mean wall time)."""
     rows = []
     for dataset, group in table.groupby("dataset"):
         group = group.set_index("method")
-        target = group.loc[ORIGINAL, "Total"]
+        originals = group[[base_method(m)[0] == ORIGINAL for m in group.index]]
+        target, original_s = originals["Total"].mean(), originals["wall_s"].mean()
         scalex = group[group.index.str.startswith("SCALEX")].dropna(subset=["wall_s"])
         for arm, ours in scalex.groupby(scalex.index.map(scalex_arm), sort=False):
             reaching = ours[ours["Total"] >= target].sort_values("wall_s")
@@ -317,14 +319,13 @@ def time_to_quality(table: pd.DataFrame) -> pd.DataFrame:
                 {
                     "dataset": dataset,
                     "SCALEX arm": arm,
+                    "original seeds": len(originals),
                     "original Total": target,
-                    "original wall_s": group.loc[ORIGINAL, "wall_s"],
+                    "original wall_s": original_s,
                     "cheapest SCALEX run reaching it": best,
                     "its Total": group.loc[best, "Total"] if best else np.nan,
                     "its wall_s": group.loc[best, "wall_s"] if best else np.nan,
-                    "speed-up": group.loc[ORIGINAL, "wall_s"] / group.loc[best, "wall_s"]
-                    if best
-                    else np.nan,
+                    "speed-up": original_s / group.loc[best, "wall_s"] if best else np.nan,
                 }
             )
     return pd.DataFrame(rows)
@@ -474,19 +475,24 @@ def append_runs(args: argparse.Namespace) -> None:
     table = pd.concat([previous, *extra], ignore_index=True)
     order = {name: i for i, name in enumerate(pd.unique(previous["dataset"]))}
     table = table.sort_values("dataset", key=lambda c: c.map(order), kind="stable")
+    note = (
+        f"Rows {', '.join(names)} on {', '.join(args.datasets)} come from a later run "
+        f"(`{'--add-budgets' if budgets else '--add-peers'}`, provenance at the end).\n\n"
+    )
+    rewrite_report(table, note, args.seed)
+
+
+def rewrite_report(table: pd.DataFrame, note: str, seed: int) -> None:
+    """Write panel.md for ``table``, keeping every earlier run's provenance, ``note`` first."""
     text = (RESULTS / "panel.md").read_text()
     heading = "## Provenance of the main run" if "of the main run" in text else "## Provenance"
     earlier = text.split(heading, 1)[-1].strip()
     # the previous run's own provenance block becomes that of an earlier appending run
     earlier = earlier.replace("\n## Provenance\n", "\n## Provenance of an earlier appending run\n")
-    note = (
-        f"Rows {', '.join(names)} on {', '.join(args.datasets)} come from a later run "
-        f"(`{'--add-budgets' if budgets else '--add-peers'}`, provenance at the end).\n\n"
-    )
     main_seed = re.search(r"^Seed (\d+)\.", text, flags=re.MULTILINE)
     write_report(
         table.reset_index(drop=True),
-        int(main_seed.group(1)) if main_seed else args.seed,
+        int(main_seed.group(1)) if main_seed else seed,
         "## Provenance of the main run\n\n" + note + earlier + "\n\n",
     )
 
@@ -525,6 +531,11 @@ def main() -> None:
         "on --datasets, appended to the rows of the existing panel.csv",
     )
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="rewrite panel.md and the plot from the existing panel.csv, without running",
+    )
+    parser.add_argument(
         "--batch-norm",
         nargs="+",
         choices=["running", "per_batch"],
@@ -548,6 +559,14 @@ def main() -> None:
     # torch's thread count can drift from OMP_NUM_THREADS after other libraries load; pin it
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    if args.report:
+        rewrite_report(
+            pd.read_csv(RESULTS / "panel.csv"),
+            "The tables were last rewritten from panel.csv without new runs (`--report`, "
+            "provenance at the end).\n\n",
+            args.seed,
+        )
+        return
     if args.add_budgets and args.add_peers:
         parser.error("--add-budgets and --add-peers are separate runs.")
     if args.add_budgets or args.add_peers:
