@@ -30,7 +30,6 @@ import logging
 
 import numpy as np
 import pandas as pd
-from scvi.model._utils import get_max_epochs_heuristic
 
 import scalex_scvi as sx
 
@@ -41,8 +40,9 @@ from projection import (
     SPLITS,
     _cache_name,
     cache_latents,
+    prepared_split,
     run_scarches,
-    split_data,
+    scarches_epochs,
 )
 
 CALIBRATIONS = ("reference", "other_batches")
@@ -53,11 +53,7 @@ def reference_batches(split: str, cached: np.lib.npyio.NpzFile) -> np.ndarray:
     """Batches of the split's reference cells, in the order of the cached embedding."""
     if "ref_batches" in cached:
         return cached["ref_batches"].astype(str)
-    spec = SPLITS[split]
-    reference_raw, _ = split_data(spec)
-    reference = sx.pp.preprocess(
-        reference_raw, batch_key="batch", profile=spec.profile, min_features=spec.min_features
-    )
+    reference, _ = prepared_split(SPLITS[split])
     if reference.n_obs != len(cached["ref_latent"]):
         raise ValueError(f"{split}: the prepared reference does not match the cached embedding.")
     return reference.obs["batch"].astype(str).to_numpy()
@@ -66,15 +62,11 @@ def reference_batches(split: str, cached: np.lib.npyio.NpzFile) -> np.ndarray:
 def scarches_cache(split: str) -> None:
     """Train scArches on a split as ``projection.py`` does and cache its embeddings."""
     spec = SPLITS[split]
-    reference_raw, query_raw = split_data(spec)
-    reference = sx.pp.preprocess(
-        reference_raw, batch_key="batch", profile=spec.profile, min_features=spec.min_features
-    )
+    reference, query_raw = prepared_split(spec)
     query = sx.pp.prepare_query(
         query_raw, reference.uns["scalex_preprocess"], batch_key="batch", model_batch_key="batch"
     )
-    epochs = spec.scvi_epochs or get_max_epochs_heuristic(reference.n_obs)
-    result = run_scarches(reference, query, 0, epochs, spec.query_epochs)
+    result = run_scarches(reference, query, 0, scarches_epochs(spec, reference), spec.query_epochs)
     cache_latents(split, SCARCHES, result, reference, query)
 
 

@@ -112,6 +112,20 @@ def split_data(split: Split) -> tuple[ad.AnnData, ad.AnnData]:
     return raw[~in_query].copy(), raw[in_query].copy()
 
 
+def prepared_split(split: Split) -> tuple[ad.AnnData, ad.AnnData]:
+    """The split's reference prepared with the package's recipe, and its raw query."""
+    reference_raw, query_raw = split_data(split)
+    reference = sx.pp.preprocess(
+        reference_raw, batch_key="batch", profile=split.profile, min_features=split.min_features
+    )
+    return reference, query_raw
+
+
+def scarches_epochs(split: Split, reference: ad.AnnData, override: int | None = None) -> int:
+    """scVI's reference epochs: the override, the split's own, else scvi-tools' heuristic."""
+    return override or split.scvi_epochs or get_max_epochs_heuristic(reference.n_obs)
+
+
 def timed(fn, *args, **kwargs):
     with PeakMemory() as memory:
         start = time.perf_counter()
@@ -373,17 +387,15 @@ def run_split(
     query_epochs: int | None = None,
     scalex_only: bool = False,
 ):
-    reference_raw, query_raw = split_data(split)
-    reference = sx.pp.preprocess(
-        reference_raw, batch_key="batch", profile=split.profile, min_features=split.min_features
-    )
+    reference, query_raw = prepared_split(split)
     _, query, results = run_scalex(reference, query_raw, iterations, seed)
-    scarches_epochs = scvi_epochs or split.scvi_epochs
-    if scarches_epochs is None:
-        scarches_epochs = get_max_epochs_heuristic(reference.n_obs)
     if not scalex_only:
         results["scArches (scVI)"] = run_scarches(
-            reference, query, seed, scarches_epochs, query_epochs or split.query_epochs
+            reference,
+            query,
+            seed,
+            scarches_epochs(split, reference, scvi_epochs),
+            query_epochs or split.query_epochs,
         )
     if with_original and not scalex_only:
         with tempfile.TemporaryDirectory() as tmp:

@@ -153,6 +153,8 @@ def macro_f1_difference(
     truth_code, predicted_code, other_code = np.split(inverse, 3)
     n_types = len(codes)
 
+    # per-type counts by bincount: sklearn's f1_score on each of 1,000 resamples of a large
+    # query would take minutes; this is the same F1 (2 hits / (support + calls)) in seconds
     def macro_f1(sample: np.ndarray, labels: np.ndarray) -> float:
         t, p = truth_code[sample], labels[sample]
         support = np.bincount(t, minlength=n_types)
