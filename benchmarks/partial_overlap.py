@@ -14,11 +14,15 @@ method and ``k``: the over-correction score (fraction of a cell's 100 nearest ne
 another type; lower is better) and scib bio conservation, mean and spread over the draws.
 Writes benchmarks/results/partial_overlap.{md,csv,png}.
 
-    python benchmarks/partial_overlap.py [--draws 2] [--iterations N] [--methods ...]
-        [--reuse results/partial_overlap.csv]
+    python benchmarks/partial_overlap.py [--draws 2] [--iterations N] [--kl-weight W]
+        [--methods ...] [--reuse results/partial_overlap.csv]
+    python benchmarks/partial_overlap.py --report --conditions "..."  # rewrite the report
+    python benchmarks/partial_overlap.py --seed 1 --output partial_overlap_seed1 ...
+        # other random draws, results in partial_overlap_seed1.{md,csv,png}
 
 SCALEX trains with the package defaults (≤ 30,000 iterations, early stopping) unless
-``--iterations`` is given (then its rows are labelled "SCALEX (N iterations)"). ``--reuse CSV``
+``--iterations`` or ``--kl-weight`` is given (then its rows are labelled with them, e.g.
+"SCALEX (2000 iterations, kl_weight 0.02)"). ``--reuse CSV``
 takes the rows of methods not run now from an earlier run's table (same draws: the designs
 depend on the seed only). Finished datasets are kept in a partial file, so an interrupted run
 picks up where it stopped. Run it alone: two training processes on 2 cores oversubscribe them.
@@ -69,8 +73,10 @@ METHODS = ["SCALEX", "scVI", "PCA (unintegrated)", "Harmony", "Scanorama"]
 REUSED_SCALEX_ITERATIONS = 2000  # budget of the first run, whose SCALEX rows carry no label
 
 
-def scalex_label(iterations: int | None) -> str:
-    return "SCALEX" if iterations is None else f"SCALEX ({iterations} iterations)"
+def scalex_label(iterations: int | None, kl_weight: float | None = None) -> str:
+    settings = [] if iterations is None else [f"{iterations} iterations"]
+    settings += [] if kl_weight is None else [f"kl_weight {kl_weight:g}"]
+    return f"SCALEX ({', '.join(settings)})" if settings else "SCALEX"
 
 
 def reused_rows(path: Path | None, methods: list[str]) -> pd.DataFrame | None:
@@ -114,6 +120,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--draws", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument(
+        "--kl-weight", type=float, default=None, help="SCALEX's kl_weight (default: the package's)"
+    )
     parser.add_argument("--scvi-epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
@@ -121,11 +130,24 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--conditions", default="", help="run conditions, written to the report")
+    parser.add_argument(
+        "--output",
+        default="partial_overlap",
+        help="name of the result files in benchmarks/results (.csv, .md, .png)",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="rewrite partial_overlap.md and the plot from the existing CSV, without running",
+    )
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    label = scalex_label(args.iterations)
+    if args.report:
+        write_report(pd.read_csv(RESULTS / f"{args.output}.csv"), args)
+        return
+    label = scalex_label(args.iterations, args.kl_weight)
     reused = reused_rows(args.reuse, [label if m == "SCALEX" else m for m in args.methods])
-    partial = RESULTS / "partial_overlap_partial.json"
+    partial = RESULTS / f"{args.output}_partial.json"
     done = json.loads(partial.read_text()) if partial.exists() else {}
     for series, spec in ((name, SERIES[name]) for name in args.series):
         raw = read(spec["file"])
@@ -141,6 +163,8 @@ def main() -> None:
                 scalex_kwargs = (
                     {} if args.iterations is None else {"max_iterations": args.iterations}
                 )
+                if args.kl_weight is not None:
+                    scalex_kwargs["model_kwargs"] = {"kl_weight": args.kl_weight}
                 table = sx.benchmark.run_benchmark(
                     data,
                     methods=args.methods,
@@ -154,6 +178,7 @@ def main() -> None:
                 )
                 table["method"] = table["method"].replace({"SCALEX": label})
                 table["scalex_iterations"] = args.iterations
+                table["scalex_kl_weight"] = args.kl_weight
                 table["series"], table["shared_types"], table["draw"] = series, k, draw
                 table["design"] = json.dumps(design)
                 if reused is not None:
@@ -175,7 +200,7 @@ def main() -> None:
                     flush=True,
                 )
     table = pd.concat([pd.DataFrame(rows) for rows in done.values()], ignore_index=True)
-    table.to_csv(RESULTS / "partial_overlap.csv", index=False)
+    table.to_csv(RESULTS / f"{args.output}.csv", index=False)
     write_report(table, args)
     partial.unlink()
 
@@ -185,6 +210,8 @@ def write_report(table: pd.DataFrame, args) -> None:
         ["over_correction", "Bio conservation", "Batch correction", "Total"]
     ].agg(["mean", "std"])
     per_method = table.groupby(["series", "method"])["over_correction"].mean().unstack()
+    scib_means = table.groupby(["series", "method"])[["Bio conservation", "Total"]].mean()
+    scib_means = scib_means.unstack("series").swaplevel(axis=1).sort_index(axis=1)
     lowest = table.groupby(["series", "shared_types", "method"])["over_correction"].mean()
     winners = lowest.groupby(["series", "shared_types"]).idxmin().map(lambda t: t[2])
 
@@ -208,10 +235,10 @@ def write_report(table: pd.DataFrame, args) -> None:
             ax.set_title(series)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "partial_overlap.png", dpi=110)
+    fig.savefig(RESULTS / f"{args.output}.png", dpi=110)
     plt.close(fig)
 
-    with open(RESULTS / "partial_overlap.md", "w") as fh:
+    with open(RESULTS / f"{args.output}.md", "w") as fh:
         fh.write("# Partial overlap: over-correction against shared cell types\n\n")
         fh.write(
             f"{args.draws} random draws per number of shared types; SCALEX with the package "
@@ -219,21 +246,23 @@ def write_report(table: pd.DataFrame, args) -> None:
             f"scVI {args.scvi_epochs} epochs; seed {args.seed}. Over-correction: fraction of "
             "each cell's 100 nearest neighbours of another cell type (lower is better).\n\n"
         )
-        if args.reuse is not None:
+        if args.reuse is not None or args.report:
             fh.write(
-                f"Rows of methods other than {', '.join(args.methods)} come from an earlier run "
-                f"of this script (`{args.reuse.name}`, same draws and designs; method labels "
-                "give SCALEX's iteration budget).\n\n"
+                "Rows come from several runs of this script on the same draws and designs "
+                "(see the run conditions below); SCALEX's labels give its iteration budget "
+                "and KL weight where they are not the package defaults.\n\n"
             )
         fh.write("Mean over-correction per method (all draws and overlaps):\n\n")
         fh.write(per_method.round(4).to_markdown() + "\n\n")
+        fh.write("Mean scib bio conservation and Total per method (all draws and overlaps):\n\n")
+        fh.write(scib_means.round(4).to_markdown() + "\n\n")
         fh.write("Lowest over-correction per series and overlap:\n\n")
         fh.write(winners.to_frame("lowest over-correction").to_markdown() + "\n\n")
         fh.write("Mean and standard deviation over draws:\n\n")
         fh.write(summary.round(4).to_markdown() + "\n\n")
         if args.conditions:
             fh.write(f"Run conditions: {args.conditions}\n\n")
-        fh.write("![over-correction and bio conservation](partial_overlap.png)\n\n")
+        fh.write(f"![over-correction and bio conservation]({args.output}.png)\n\n")
         fh.write(provenance())
 
 

@@ -76,3 +76,16 @@ def test_scalex_runner_passes_the_batch_norm_choice(reference):
     assert np.abs(running - per_batch).mean() > 1e-3
     with pytest.raises(ValueError, match="batch_norm must be"):
         scalex(reference, "batch", max_iterations=1, batch_norm="per_cell")
+
+
+def test_scalex_runner_passes_model_arguments(reference):
+    from scalex_scvi.benchmark._methods import scalex
+
+    weight = sx.model.default_kl_weight(reference.n_vars)
+    default = scalex(reference, "batch", max_iterations=30)
+    same = scalex(reference, "batch", max_iterations=30, model_kwargs={"kl_weight": weight})
+    lighter = scalex(reference, "batch", max_iterations=30, model_kwargs={"kl_weight": 0.02})
+    narrower = scalex(reference, "batch", max_iterations=30, model_kwargs={"n_latent": 4})
+    np.testing.assert_array_equal(default, same)
+    assert np.abs(default - lighter).mean() > 1e-3
+    assert narrower.shape == (reference.n_obs, 4)

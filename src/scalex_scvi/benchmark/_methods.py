@@ -33,6 +33,7 @@ def scalex(
     batch_key: str,
     seed: int = 0,
     batch_norm: str = "running",
+    model_kwargs: dict | None = None,
     **train_kwargs,
 ) -> np.ndarray:
     """SCALEX (this package) with its defaults; ``train_kwargs`` go to :meth:`SCALEX.train`.
@@ -40,6 +41,7 @@ def scalex(
     ``batch_norm`` is the encoder's BatchNorm statistics at inference
     (:meth:`SCALEX.get_latent_representation`): ``"running"`` (the default) or ``"per_batch"``,
     the deterministic form of the original package's inference in training mode.
+    ``model_kwargs`` go to :class:`SCALEX` (e.g. ``kl_weight``).
     """
     import scvi
 
@@ -48,7 +50,7 @@ def scalex(
     scvi.settings.seed = seed
     adata = AnnData(X=prepared.X, obs=prepared.obs[[batch_key]].copy(), var=prepared.var[[]])
     SCALEX.setup_anndata(adata, batch_key=batch_key)
-    model = SCALEX(adata)
+    model = SCALEX(adata, **(model_kwargs or {}))
     model.train(enable_progress_bar=False, **train_kwargs)
     return model.get_latent_representation(batch_norm=batch_norm)
 

@@ -68,7 +68,10 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         :func:`default_kl_weight`: the paper's 0.5 for inputs of at least 1,000 features (every
         RNA and ATAC setting of the paper), scaled down in proportion for fewer features (a
         protein panel), where the reconstruction term, a sum over features, is otherwise too
-        small next to the KL and the posterior collapses.
+        small next to the KL and the posterior collapses. A lighter weight (e.g. 0.02 with
+        ``max_iterations=8000``) over-corrects less when batches share few cell types, and
+        mixes batches less where they hold the same ones (``benchmarks/results/
+        partial_overlap.md`` and ``panel.md``).
 
     Examples
     --------
