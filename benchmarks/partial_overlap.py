@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 
 import scalex_scvi as sx
+from panel import scalex_name
 
 from _common import RESULTS, provenance, read
 
@@ -73,12 +74,6 @@ METHODS = ["SCALEX", "scVI", "PCA (unintegrated)", "Harmony", "Scanorama"]
 REUSED_SCALEX_ITERATIONS = 2000  # budget of the first run, whose SCALEX rows carry no label
 
 
-def scalex_label(iterations: int | None, kl_weight: float | None = None) -> str:
-    settings = [] if iterations is None else [f"{iterations} iterations"]
-    settings += [] if kl_weight is None else [f"kl_weight {kl_weight:g}"]
-    return f"SCALEX ({', '.join(settings)})" if settings else "SCALEX"
-
-
 def reused_rows(path: Path | None, methods: list[str]) -> pd.DataFrame | None:
     if path is None:
         return None
@@ -87,7 +82,7 @@ def reused_rows(path: Path | None, methods: list[str]) -> pd.DataFrame | None:
         rows["scalex_iterations"] = REUSED_SCALEX_ITERATIONS
     unlabelled = rows["method"] == "SCALEX"
     rows.loc[unlabelled, "method"] = [
-        scalex_label(None if pd.isna(n) else int(n))
+        scalex_name(None if pd.isna(n) else int(n))
         for n in rows.loc[unlabelled, "scalex_iterations"]
     ]
     return rows[~rows["method"].isin(methods)]
@@ -145,7 +140,7 @@ def main() -> None:
     if args.report:
         write_report(pd.read_csv(RESULTS / f"{args.output}.csv"), args)
         return
-    label = scalex_label(args.iterations, args.kl_weight)
+    label = scalex_name(args.iterations, kl_weight=args.kl_weight)
     reused = reused_rows(args.reuse, [label if m == "SCALEX" else m for m in args.methods])
     partial = RESULTS / f"{args.output}_partial.json"
     done = json.loads(partial.read_text()) if partial.exists() else {}
