@@ -129,12 +129,8 @@ def test_per_batch_statistics_are_deterministic_and_batched(trained, query):
 
 
 def test_hidden_statistics(trained, query):
-    hidden = (
-        trained.module.z_encoder.hidden_preactivation(torch.as_tensor(_dense(query.X)))
-        .detach()
-        .double()
-        .numpy()
-    )
+    x = torch.as_tensor(_dense(query.X)).to(trained.device)  # the model may sit on a GPU
+    hidden = trained.module.z_encoder.hidden_preactivation(x).detach().double().cpu().numpy()
     stats = trained.get_hidden_statistics(query, batch_size=50)
     assert list(stats.names) == ["3pv1"] and stats.n_effective[0] == pytest.approx(query.n_obs)
     np.testing.assert_allclose(stats.mean[0], hidden.mean(0), rtol=1e-4, atol=1e-4)
