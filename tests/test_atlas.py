@@ -146,7 +146,8 @@ def test_cutoff_across_batches_is_kept_on_save_load(trained, reference, tmp_path
     within = sx.tl.KNNLabelTransfer().fit(atlas.adata.obsm["X_scalex"], reference.obs["cell_type"])
     assert atlas.classifier.distance_cutoff_ != within.distance_cutoff_
     atlas.save(tmp_path / "atlas")
-    loaded = sx.Atlas.load(tmp_path / "atlas")
+    loaded = sx.Atlas.load(tmp_path / "atlas", accelerator="cpu")
+    assert loaded.model.device.type == "cpu"
     assert loaded.classifier.calibration == "other_batches"
     assert loaded.classifier.distance_cutoff_ == atlas.classifier.distance_cutoff_
     without_batches = reference.copy()

@@ -93,7 +93,8 @@ def test_gpu_atlas_keeps_reference_and_reloads_on_cpu(gpu_model, query_raw, tmp_
     np.testing.assert_array_equal(after.obsm["X_scalex"][: len(before)], before)
     assert after.n_obs == len(before) + query_raw.n_obs
     atlas.save(tmp_path / "atlas")
-    loaded = sx.Atlas.load(tmp_path / "atlas")
+    loaded = sx.Atlas.load(tmp_path / "atlas", accelerator="cpu")
+    assert loaded.model.device.type == "cpu"
     again = loaded.map(query_raw, batch_key="batch")
     np.testing.assert_allclose(again.obsm["X_scalex"], mapped.obsm["X_scalex"], atol=ATOL)
     assert isinstance(again, ad.AnnData)

@@ -313,13 +313,29 @@ class Atlas:
         (dir_path / "atlas.json").write_text(json.dumps(settings, indent=2))
 
     @classmethod
-    def load(cls, dir_path: str | Path) -> Atlas:
-        """Load an atlas written by :meth:`save`."""
+    def load(
+        cls, dir_path: str | Path, accelerator: str = "auto", device: int | str = "auto"
+    ) -> Atlas:
+        """Load an atlas written by :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        accelerator, device
+            Where the model runs, as in :meth:`scvi.model.base.BaseModelClass.load`
+            (``"auto"``: a GPU where there is one). An atlas saved on a GPU machine loads on a
+            CPU-only one.
+
+        Returns
+        -------
+        The atlas, mapping new data as the saved one did.
+        """
         import joblib
 
         dir_path = Path(dir_path)
         settings = json.loads((dir_path / "atlas.json").read_text())
-        model = SCALEX.load(dir_path / "model")
+        model = SCALEX.load(dir_path / "model", accelerator=accelerator, device=device)
         cells = ad.read_h5ad(dir_path / "cells.h5ad")
         mapper = joblib.load(dir_path / "umap.joblib")
         statistics = None
