@@ -55,6 +55,7 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python partial_overlap.py --seed 1 --iterations 8000 \
 		--kl-weight 0.02 --output partial_overlap_seed1
 	cd benchmarks && ../$(BIN)/python projection_seeds.py --kl-weight 0.02
+	cd benchmarks && ../$(BIN)/python projection_seeds.py --splits adt_holdout_studies
 
 clean:
 	rm -rf $(OUTDIR) .pytest_cache .ruff_cache

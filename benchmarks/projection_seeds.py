@@ -10,7 +10,8 @@ and standard deviation of the label scores per split and method, and on how many
 SCALEX's mean macro-F1 is at least scArches'. The original package is left out (it is not part
 of that comparison; ``projection.py`` has it).
 
-Writes ``projection_seeds.{md,csv}`` into ``--out`` (default ``benchmarks/results``); the CSV
+Writes ``projection_seeds.{md,csv}`` into ``--out`` (default ``benchmarks/results``), with the
+hand-written notes of ``projection_seeds_notes.md`` there (how the rows came about); the CSV
 is rewritten after every finished job, so an interrupted run keeps what it finished, and a
 later run resumes from it (the (split, seed) jobs already there are skipped; ``--fresh`` starts
 over). Each row records where it ran (``device``).
@@ -38,6 +39,7 @@ from _common import RESULTS, provenance
 from projection import SCALEX_ARMS, forced_label_summary
 
 SCARCHES = "scArches (scVI)"
+NOTES_FILE = "projection_seeds_notes.md"
 SMALL_SPLITS = [
     "pbmc_3pv1",
     "pbmc_3pv2",
@@ -91,7 +93,7 @@ def run_one(
         reference_raw, batch_key="batch", profile=split.profile, min_features=split.min_features
     )
     model_kwargs = None if kl_weight is None else {"kl_weight": kl_weight}
-    _, query, results = run_scalex(
+    model, query, results = run_scalex(
         reference, query_raw, iterations, seed, model_kwargs, scalex_arms(kl_weight)
     )
     if with_scarches:
@@ -104,7 +106,7 @@ def run_one(
     for name, result in results.items():
         row, _ = evaluate(name, result, reference, query, split_name)
         if name != SCARCHES:
-            row["scalex_kl_weight"] = 0.5 if kl_weight is None else kl_weight
+            row["scalex_kl_weight"] = model.module.kl_weight
         rows.append({**row, "seed": seed, "device": device, "job_s": time.perf_counter() - start})
     return rows
 
@@ -162,29 +164,6 @@ KL_NOTE = (
     "paper's 0.5) on the same (split, seed) and are compared with the same scArches rows.\n\n"
 )
 
-RUN_NOTES = """\
-**Run notes.** All rows ran on the 2-core development machine, one job at a time. The
-balanced arm made every SCALEX job re-run: `python benchmarks/projection_seeds.py` resumed
-from this CSV, retraining SCALEX for all 18 (split, seed) jobs and scArches only where its rows
-were missing (lung 3-line → 5-line seeds 1–2, lung 5-line → 3-line seeds 0–2; the lung 5→3 rows
-of an earlier version of this table, from a lent GPU, were dropped so that every row here comes
-from this machine). SCALEX's running and per-batch rows of the PBMC and IFN-β splits reproduced
-the earlier ones exactly (same seed and single torch thread). On lung 5-line → 3-line, the share
-of the two novel lines called "Unknown" varies widely with the seed (running 0.73 ± 0.39,
-balanced 0.50 ± 0.40; scArches 0.00).
-
-The `kl_weight 0.02` rows came from `python benchmarks/projection_seeds.py --kl-weight 0.02`
-(OMP_NUM_THREADS=1, one torch thread, 18 SCALEX trainings, about 62 minutes), which kept every
-other row. The lighter KL term (the setting that over-corrects least on the partial-overlap
-series, `partial_overlap.md`) does not help label transfer: its balanced arm is at least
-scArches on 2 of 6 splits (default weight: 3), closer on PBMC 3' v2 (0.813 vs 0.799 at the
-default weight; scArches 0.821) but farther on 3' v1 (0.715 vs 0.726) and 5' (0.680 vs 0.711).
-On lung 5-line → 3-line it calls the two novel lines "Unknown" far more often (running 0.98,
-balanced 0.94, against 0.73 and 0.50 at the default weight) but known cells too (running 0.15,
-balanced 0.06, against 0.06 and 0.04), so its macro-F1 there falls (running 0.90, balanced 0.97).
-
-"""
-
 FORCED_NOTE = (
     "Mean macro-F1 over seeds without the Unknown rule (every query cell given its majority "
     "reference label), which separates the kNN assignment from the Unknown calls:\n\n"
@@ -199,8 +178,9 @@ def write_report(table: pd.DataFrame, out: Path, args: argparse.Namespace) -> No
         seeds = ", ".join(map(str, sorted(table["seed"].unique())))
         fh.write(
             f"Seeds {seeds}; every (split, seed) trains both methods "
-            "from scratch with the settings of `projection.py` (SCALEX: package defaults, "
-            "early stopping; scArches: scvi-tools' epoch heuristic, 200 query epochs) and "
+            "from scratch with the settings of `projection.py` for its split (SCALEX: package "
+            "defaults, early stopping; scArches: scvi-tools' epoch heuristic and 200 query "
+            "epochs, on the ADT split 10 and 20) and "
             "transfers labels with the package defaults (15 neighbours, Unknown rule). "
             "macro-F1 and accuracy over query cells of types the reference has (Unknown counts "
             "as wrong).\n\n"
@@ -215,7 +195,9 @@ def write_report(table: pd.DataFrame, out: Path, args: argparse.Namespace) -> No
                     f"scArches' on **{met} of {len(rows)}** splits.\n"
                 )
             fh.write("\n" + versus.round(4).to_markdown(index=False) + "\n\n")
-        fh.write(RUN_NOTES)
+        notes = out / NOTES_FILE  # hand-written notes on how the rows came about
+        if notes.exists():
+            fh.write(notes.read_text() + "\n")
         if "macro_f1_no_unknown" in table:
             arms = {arm: arm_statistics(arm) for arm in arms_in(table)}
             forced, lines = forced_label_summary(table, score="mean macro-F1", arms=arms)
