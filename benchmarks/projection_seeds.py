@@ -57,12 +57,18 @@ def scalex_arms(kl_weight: float | None = None) -> dict[str, str]:
     return {f"{name}, kl_weight {kl_weight:g}": stats for name, stats in SCALEX_ARMS.items()}
 
 
+def _base_arm(method: str) -> tuple[int, str]:
+    """Position in ``SCALEX_ARMS`` of a SCALEX method's arm, and the rest of its name."""
+    for position, name in enumerate(SCALEX_ARMS):
+        if method.startswith(name):
+            return position, method[len(name) :]
+    raise KeyError(method)
+
+
 def arm_statistics(method: str) -> str:
     """The short name of a SCALEX arm: its statistics, and its KL weight where not the default."""
-    for name, statistics in SCALEX_ARMS.items():
-        if method.startswith(name):
-            return statistics + method[len(name) :]
-    raise KeyError(method)
+    position, rest = _base_arm(method)
+    return list(SCALEX_ARMS.values())[position] + rest
 
 
 def run_one(
@@ -113,13 +119,8 @@ def run_one(
 
 def arms_in(table: pd.DataFrame) -> list[str]:
     """The SCALEX methods of a table: the default arms first, then those with another weight."""
-    order = list(SCALEX_ARMS)
-
-    def key(method: str) -> tuple[str, int]:
-        base = next(name for name in order if method.startswith(name))
-        return method[len(base) :], order.index(base)
-
-    return sorted((m for m in table["method"].unique() if m != SCARCHES), key=key)
+    methods = (m for m in table["method"].unique() if m != SCARCHES)
+    return sorted(methods, key=lambda m: _base_arm(m)[::-1])
 
 
 def summarise(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -31,6 +31,14 @@ def gpu_model(reference) -> sx.SCALEX:
     return model
 
 
+@pytest.fixture(scope="module")
+def cpu_copy(gpu_model, tmp_path_factory) -> sx.SCALEX:
+    """The GPU-trained model, saved and loaded onto the CPU."""
+    path = tmp_path_factory.mktemp("gpu_model") / "model"
+    gpu_model.save(path)
+    return sx.SCALEX.load(path, adata=gpu_model.adata, accelerator="cpu")
+
+
 def test_model_trains_on_the_gpu(gpu_model):
     assert gpu_model.is_trained
     assert gpu_model.device.type == "cuda"
@@ -40,15 +48,13 @@ def test_model_trains_on_the_gpu(gpu_model):
     assert np.isfinite(latent).all() and latent.std(axis=0).min() > 0
 
 
-def test_gpu_latent_matches_cpu_after_save_and_load(gpu_model, tmp_path):
+def test_gpu_latent_matches_cpu_after_save_and_load(gpu_model, cpu_copy):
     on_gpu = gpu_model.get_latent_representation()
     per_batch_gpu = gpu_model.get_latent_representation(batch_norm="per_batch")
-    gpu_model.save(tmp_path / "model")
-    on_cpu = sx.SCALEX.load(tmp_path / "model", adata=gpu_model.adata, accelerator="cpu")
-    assert on_cpu.device.type == "cpu"
-    np.testing.assert_allclose(on_cpu.get_latent_representation(), on_gpu, atol=ATOL)
+    assert cpu_copy.device.type == "cpu"
+    np.testing.assert_allclose(cpu_copy.get_latent_representation(), on_gpu, atol=ATOL)
     np.testing.assert_allclose(
-        on_cpu.get_latent_representation(batch_norm="per_batch"), per_batch_gpu, atol=ATOL
+        cpu_copy.get_latent_representation(batch_norm="per_batch"), per_batch_gpu, atol=ATOL
     )
 
 
@@ -60,7 +66,7 @@ def test_gpu_embedding_does_not_depend_on_mini_batch(gpu_model):
     np.testing.assert_allclose(one[0], whole[5], atol=1e-5)
 
 
-def test_gpu_projection_arms_match_cpu(gpu_model, query_raw, tmp_path):
+def test_gpu_projection_arms_match_cpu(gpu_model, cpu_copy, query_raw):
     query = gpu_model.prepare_query(query_raw, batch_key="batch")
     labels = gpu_model.adata.obs["cell_type"]
     classifier = sx.tl.KNNLabelTransfer().fit(gpu_model.get_latent_representation(), labels)
@@ -70,14 +76,12 @@ def test_gpu_projection_arms_match_cpu(gpu_model, query_raw, tmp_path):
         "per_batch": gpu_model.get_latent_representation(query, batch_norm="per_batch"),
         "balanced": sx.tl.balanced_latent(gpu_model, query, classifier, statistics)[0],
     }
-    gpu_model.save(tmp_path / "model")
-    cpu_model = sx.SCALEX.load(tmp_path / "model", adata=gpu_model.adata, accelerator="cpu")
-    cpu_statistics = cpu_model.get_hidden_statistics(groups=labels)
+    cpu_statistics = cpu_copy.get_hidden_statistics(groups=labels)
     np.testing.assert_allclose(cpu_statistics.mean, statistics.mean, rtol=1e-4, atol=ATOL)
     cpu = {
-        "running": cpu_model.get_latent_representation(query),
-        "per_batch": cpu_model.get_latent_representation(query, batch_norm="per_batch"),
-        "balanced": sx.tl.balanced_latent(cpu_model, query, classifier, cpu_statistics)[0],
+        "running": cpu_copy.get_latent_representation(query),
+        "per_batch": cpu_copy.get_latent_representation(query, batch_norm="per_batch"),
+        "balanced": sx.tl.balanced_latent(cpu_copy, query, classifier, cpu_statistics)[0],
     }
     for arm, latent in gpu.items():
         assert latent.shape == (query.n_obs, 10), arm
