@@ -212,6 +212,14 @@ def test_balanced_latent(trained, reference, query):
     unknown = (classifier.predict(running)["label"] == "Unknown").to_numpy()
     assert (weights[unknown] == 0).all() and (weights[~unknown] > 0).all()
     assert np.abs(latent - running).mean() > 1e-3
+    # the same from the building block, given the running embedding's labels
+    adapted, same_weights = sx.tl.adapted_statistics(
+        trained, query, classifier.predict(running)["label"], statistics
+    )
+    np.testing.assert_array_equal(same_weights, weights)
+    np.testing.assert_array_equal(
+        trained.get_latent_representation(query, batch_norm=adapted), latent
+    )
     # the same cells in another order: the same embedding per cell
     order = np.random.default_rng(0).permutation(query.n_obs)
     shuffled, _ = sx.tl.balanced_latent(trained, query[order].copy(), classifier, statistics)

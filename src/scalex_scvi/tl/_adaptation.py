@@ -119,6 +119,50 @@ def balanced_latent(
     """
     running = model.get_latent_representation(adata, batch_size=batch_size)
     labels = classifier.predict(running)["label"].to_numpy(dtype=str)
+    adapted, weights = adapted_statistics(
+        model, adata, labels, reference_statistics, classifier.unknown_label, batch_size
+    )
+    if adapted is None:
+        return running, weights
+    latent = model.get_latent_representation(adata, batch_size=batch_size, batch_norm=adapted)
+    return latent, weights
+
+
+def adapted_statistics(
+    model: SCALEX,
+    adata: AnnData,
+    labels: np.ndarray,
+    reference_statistics: HiddenStatistics,
+    unknown_label: str = UNKNOWN,
+    batch_size: int | None = None,
+) -> tuple[HiddenStatistics | None, np.ndarray]:
+    """Encoder BatchNorm statistics of each query batch, matched to the reference type by type.
+
+    Steps 2 and 3 of :func:`balanced_latent`, for given labels of the query cells.
+
+    Parameters
+    ----------
+    model
+        Trained SCALEX model.
+    adata
+        Query prepared with the model's recipe.
+    labels
+        Label of each query cell (``unknown_label`` for unassigned cells).
+    reference_statistics
+        Hidden-layer statistics of the reference cells per label.
+    unknown_label
+        Label of unassigned cells.
+    batch_size
+        Cells per forward pass.
+
+    Returns
+    -------
+    ``(statistics, weights)``: statistics per query batch for
+    :meth:`~scalex_scvi.SCALEX.get_latent_representation` (``None`` when every batch is too
+    small, so the running statistics apply), and the weight of each cell in its batch's
+    statistics.
+    """
+    labels = np.asarray(labels, dtype=str)
     batch_key = model.registry_["setup_args"]["batch_key"]
     if batch_key is not None and batch_key in adata.obs:
         batches = adata.obs[batch_key].astype(str).to_numpy()
@@ -126,7 +170,7 @@ def balanced_latent(
         batches = np.full(adata.n_obs, NO_BATCH_CATEGORY)
     counts = pd.Series(reference_statistics.n_effective, index=reference_statistics.names)
     frequencies = counts / counts.sum()
-    weights = composition_weights(labels, frequencies, batches, classifier.unknown_label)
+    weights = composition_weights(labels, frequencies, batches, unknown_label)
     query = model.get_hidden_statistics(
         adata, groups=batches, cell_weights=weights, batch_size=batch_size
     )
@@ -153,12 +197,11 @@ def balanced_latent(
         variances.append((running_var + eps) * np.square(ratio) - eps)
         sizes.append(query.n_effective[row])
     if not names:
-        return running, weights
+        return None, weights
     adapted = HiddenStatistics(
         names=pd.Index(names, dtype=object),
         mean=np.asarray(means, dtype=np.float32).reshape(len(names), -1),
         var=np.asarray(variances, dtype=np.float32).reshape(len(names), -1),
         n_effective=np.asarray(sizes, dtype=np.float32),
     )
-    latent = model.get_latent_representation(adata, batch_size=batch_size, batch_norm=adapted)
-    return latent, weights
+    return adapted, weights
