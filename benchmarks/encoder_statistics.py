@@ -33,6 +33,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -47,7 +48,7 @@ RNA_SPLITS = [name for name, split in SPLITS.items() if split.profile == "RNA"]
 ROUNDS = (1, 2, 3)
 
 
-def trained_model(split_name: str, seed: int) -> tuple[sx.SCALEX, object]:
+def trained_model(split_name: str, seed: int) -> tuple[sx.SCALEX, ad.AnnData]:
     """The split's SCALEX model for a seed (trained, or loaded from the cache) and its raw
     query."""
     split = SPLITS[split_name]
@@ -63,7 +64,7 @@ def trained_model(split_name: str, seed: int) -> tuple[sx.SCALEX, object]:
     return model, query_raw
 
 
-def score_arms(model: sx.SCALEX, query_raw) -> dict[str, dict]:
+def score_arms(model: sx.SCALEX, query_raw: ad.AnnData) -> dict[str, dict]:
     """Label scores of each arm; the model's running statistics are restored afterwards."""
     reference = model.adata
     query = model.prepare_query(query_raw, batch_key="batch")

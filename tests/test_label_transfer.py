@@ -220,6 +220,8 @@ def test_balanced_latent(trained, reference, query):
     np.testing.assert_array_equal(
         trained.get_latent_representation(query, batch_norm=adapted), latent
     )
+    with pytest.raises(ValueError, match="labels for"):
+        sx.tl.adapted_statistics(trained, query, np.array(["T"]), statistics)
     # the same cells in another order: the same embedding per cell
     order = np.random.default_rng(0).permutation(query.n_obs)
     shuffled, _ = sx.tl.balanced_latent(trained, query[order].copy(), classifier, statistics)
@@ -227,6 +229,7 @@ def test_balanced_latent(trained, reference, query):
     # one cell: too few for statistics, the running embedding
     one, _ = sx.tl.balanced_latent(trained, query[:1].copy(), classifier, statistics)
     np.testing.assert_allclose(one, running[:1], rtol=1e-5, atol=1e-6)
+    assert sx.tl.adapted_statistics(trained, query[:1].copy(), ["T"], statistics)[0] is None
     # nothing of the model or the reference changes
     np.testing.assert_array_equal(trained.get_latent_representation(reference), reference_latent)
     for key, value in trained.module.state_dict().items():

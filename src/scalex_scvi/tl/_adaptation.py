@@ -163,6 +163,8 @@ def adapted_statistics(
     statistics.
     """
     labels = np.asarray(labels, dtype=str)
+    if labels.shape != (adata.n_obs,):
+        raise ValueError(f"Got {len(labels)} labels for {adata.n_obs} query cells.")
     batch_key = model.registry_["setup_args"]["batch_key"]
     if batch_key is not None and batch_key in adata.obs:
         batches = adata.obs[batch_key].astype(str).to_numpy()
