@@ -45,7 +45,7 @@ from projection import LABEL, SPLITS, label_scores, run_scalex, split_data
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "encoder_statistics"
 RNA_SPLITS = [name for name, split in SPLITS.items() if split.profile == "RNA"]
-ROUNDS = (1, 2, 3)
+MAX_ROUNDS = 3  # balancing rounds tried
 
 
 def trained_model(split_name: str, seed: int) -> tuple[sx.SCALEX, ad.AnnData]:
@@ -77,7 +77,7 @@ def score_arms(model: sx.SCALEX, query_raw: ad.AnnData) -> dict[str, dict]:
 
     latent = model.get_latent_representation(query)
     arms = {"running": scores(ref_latent, latent)}
-    for rounds in range(1, max(ROUNDS) + 1):
+    for rounds in range(1, MAX_ROUNDS + 1):
         labels = classifier.predict(latent)["label"].to_numpy(dtype=str)
         adapted, _ = sx.tl.adapted_statistics(model, query, labels, statistics)
         if adapted is not None:
@@ -113,14 +113,14 @@ def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
     differences = table.pivot_table(
         index=["split", "seed"], columns="arm", values="macro_f1", sort=False
     )[arms]
+    one_round = "balanced, 1 round"
+    pairs = [("population", "running")] + [
+        (arm, one_round) for arm in arms if arm.startswith("balanced, ") and arm != one_round
+    ]
     wins = {
         arm: f"{(differences[arm] > differences[base] + 1e-9).sum()} / "
         f"{(differences[arm] < differences[base] - 1e-9).sum()}"
-        for arm, base in [
-            ("population", "running"),
-            *((arm, "balanced, 1 round") for arm in arms if arm.startswith("balanced, ")),
-        ]
-        if arm != "balanced, 1 round"
+        for arm, base in pairs
     }
     with open(RESULTS / "encoder_statistics.md", "w") as fh:
         fh.write("# Encoder BatchNorm statistics at projection: population, repeated rounds\n\n")
