@@ -55,6 +55,11 @@ def test_map_raw_query(atlas, query_raw, trained, query):
         atol=1e-6,
     )
     assert not np.allclose(per_batch.obsm["X_scalex"], mapped.obsm["X_scalex"], atol=1e-3)
+    # keep_raw: every query gene, for plotting; the mapping itself does not change
+    assert mapped.raw is None
+    with_raw = _map_quietly(atlas, query_raw, batch_key="batch", keep_raw=True)
+    assert with_raw.raw.n_vars > mapped.n_vars and "CD3E" in with_raw.raw.var_names
+    np.testing.assert_array_equal(with_raw.obsm["X_scalex"], mapped.obsm["X_scalex"])
 
 
 def test_map_awkward_queries(atlas, query_raw):

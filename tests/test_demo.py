@@ -19,6 +19,10 @@ def test_demo_writes_its_outputs(tmp_path, capsys):
     adata = ad.read_h5ad(tmp_path / "adata.h5ad")
     assert adata.n_obs == 1200
     assert set(adata.obs["source"]) == {"reference", "query"}
+    # reference and query both keep their log-normalised genes in .raw (for plotting)
+    assert adata.raw is not None and adata.raw.n_vars >= adata.n_vars
+    in_query = (adata.obs["source"] == "query").to_numpy()
+    assert adata.raw.X[np.flatnonzero(in_query)].max() > 1  # log values, not the [0, 1] scaling
     # the saved model reproduces the written latents of the query cells
     model = sx.SCALEX.load(tmp_path / "model")
     query = adata[adata.obs["source"] == "query"]

@@ -106,6 +106,24 @@ def test_prepare_query_reproduces_reference_preparation(reference_raw):
     np.testing.assert_allclose(_dense(again.X), _dense(glob.X), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("profile", ["RNA", "ADT", "ATAC"])
+def test_prepare_query_keep_raw_matches_reference_raw(reference_raw, profile):
+    # with no filtering, a query of the reference's own cells gets the reference's .raw
+    raw = reference_raw[:120].copy()
+    raw.var_names = ["MT-" + g if i < 3 else g for i, g in enumerate(raw.var_names)]
+    kwargs = {"n_top_features": 200} if profile != "ADT" else {}
+    ref = sx.pp.preprocess(raw, profile=profile, min_features=0, min_cells=0, **kwargs)
+    before = raw.copy()
+    plain = sx.pp.prepare_query(raw, ref.uns[sx.pp.RECIPE_KEY])
+    out = sx.pp.prepare_query(raw, ref.uns[sx.pp.RECIPE_KEY], keep_raw=True)
+    assert plain.raw is None
+    assert list(out.raw.var_names) == list(ref.raw.var_names)
+    assert list(out.raw.obs_names) == list(ref.obs_names)
+    np.testing.assert_allclose(_dense(out.raw.X), _dense(ref.raw.X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(_dense(out.X), _dense(plain.X))
+    assert (_dense(raw.X) == _dense(before.X)).all() and raw.raw is None
+
+
 def test_prepare_query_reindexes_with_warning_and_errors(reference, query_raw):
     recipe = reference.uns[sx.pp.RECIPE_KEY]
     features = list(recipe["features"])

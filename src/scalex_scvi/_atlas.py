@@ -156,6 +156,7 @@ class Atlas:
         prepared: bool = False,
         source: str = "query",
         batch_norm: Literal["running", "per_batch", "balanced"] = "running",
+        keep_raw: bool = False,
     ) -> ad.AnnData:
         """Map new data onto the atlas without retraining.
 
@@ -184,6 +185,10 @@ class Atlas:
             depth or chemistry but not the pull of a different cell-type composition, which
             made ``"per_batch"`` lose on queries whose mix of types differs from the
             reference. Batches of fewer than 32 cells keep the running statistics under both.
+        keep_raw
+            Also store the query's values of all its genes in ``.raw``, transformed as the
+            reference's (:meth:`~scalex_scvi.SCALEX.prepare_query`), e.g. to plot marker genes
+            of cells called "Unknown". Ignored when ``prepared``.
 
         Returns
         -------
@@ -199,7 +204,11 @@ class Atlas:
             self.classifier is None or self.reference_statistics is None
         ):
             raise ValueError('batch_norm="balanced" needs an atlas built with a label_key.')
-        query = adata.copy() if prepared else self.model.prepare_query(adata, batch_key=batch_key)
+        query = (
+            adata.copy()
+            if prepared
+            else self.model.prepare_query(adata, batch_key=batch_key, keep_raw=keep_raw)
+        )
         if batch_norm == "balanced":
             query.obsm[LATENT_KEY] = balanced_latent(
                 self.model, query, self.classifier, self.reference_statistics

@@ -74,7 +74,7 @@ def run_demo(
     reference.obsm[LATENT_KEY] = model.get_latent_representation()
 
     start = time.perf_counter()
-    query = model.prepare_query(query_raw, batch_key="batch")
+    query = model.prepare_query(query_raw, batch_key="batch", keep_raw=True)  # genes to plot
     query.obsm[LATENT_KEY] = model.get_latent_representation(query)
     timings["projection_s"] = time.perf_counter() - start
 

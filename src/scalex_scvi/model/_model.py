@@ -495,7 +495,11 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         return pd.DataFrame(values, index=obs_names, columns=self.feature_names)
 
     def prepare_query(
-        self, adata: AnnData, batch_key: str | None = None, min_feature_overlap: float = 0.25
+        self,
+        adata: AnnData,
+        batch_key: str | None = None,
+        min_feature_overlap: float = 0.25,
+        keep_raw: bool = False,
     ) -> AnnData:
         """Prepare raw counts of new cells exactly as the training data were prepared.
 
@@ -511,6 +515,9 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Column of ``adata.obs`` holding the query's batches, if any.
         min_feature_overlap
             Smallest fraction of the model's features the query must have.
+        keep_raw
+            Also store the query's values of all its genes in ``.raw``, transformed as the
+            reference's (for plotting genes outside the model's features).
 
         Returns
         -------
@@ -527,6 +534,7 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             batch_key=batch_key,
             min_feature_overlap=min_feature_overlap,
             model_batch_key=self.registry_["setup_args"]["batch_key"],
+            keep_raw=keep_raw,
         )
 
     @property

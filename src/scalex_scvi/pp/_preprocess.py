@@ -156,6 +156,7 @@ def prepare_query(
     min_feature_overlap: float = 0.25,
     model_batch_key: str | None = None,
     layer: str | None = None,
+    keep_raw: bool = False,
 ) -> AnnData:
     """Prepare raw counts of new cells with the recipe recorded by :func:`preprocess`.
 
@@ -180,6 +181,13 @@ def prepare_query(
         The model's batch column; the query's batches are copied there when the names differ.
     layer
         Layer holding the raw counts; ``None`` uses ``X``.
+    keep_raw
+        Also store the query's values of all its features in ``.raw``, transformed as
+        :func:`preprocess` stores the reference's (RNA: normalised and log-transformed, without
+        mitochondrial genes and spike-ins unless the recipe kept them; ADT: centred log-ratio;
+        ATAC: binarised), so that genes outside the model's features can be plotted or tested
+        on the query cells as on the reference. Off by default: it copies the query's whole
+        matrix, which at atlas scale is many GiB.
 
     Returns
     -------
@@ -223,7 +231,27 @@ def prepare_query(
     query = AnnData(X=values, obs=obs, var=pd.DataFrame(index=features))
     query.layers["counts"] = counts
     query.uns[RECIPE_KEY] = dict(recipe)
+    if keep_raw:
+        query.raw = _transformed_features(adata, layer, recipe)
     return query
+
+
+def _transformed_features(adata: AnnData, layer: str | None, recipe: dict) -> AnnData:
+    """All of a query's features, transformed as :func:`preprocess` stores the reference's.
+
+    No feature or cell is filtered out: every query cell is kept.
+    """
+    work = _counts_copy(adata, layer)
+    profile = str(recipe["profile"])
+    if profile == "RNA":
+        work = work[:, kept_features(work.var_names, bool(recipe["keep_mt"]))].copy()
+        sc.pp.normalize_total(work, target_sum=float(recipe["target_sum"]))
+        sc.pp.log1p(work)
+    elif profile == "ADT":
+        work.X = _clr(work.X)
+    else:  # ATAC: binarised
+        work.X.data[:] = 1.0
+    return work
 
 
 def _raw_matrix(adata: AnnData, layer: str | None):
