@@ -75,7 +75,7 @@ def test_help_is_complete(command, capsys):
             "--assess",
         ],
         "project": ["--projection", "--repeat", "--data_list"],
-        "map": ["--atlas", "--extend", "--source"],
+        "map": ["--atlas", "--extend", "--source", "--keep_raw"],
         "benchmark": ["--methods", "--label_key"],
         "demo": ["--outdir", "--max_iteration"],
     }[command]
@@ -153,10 +153,17 @@ def test_map_onto_an_atlas_and_extend(integrated, files, tmp_path):
     assert mapped.n_obs == 290 and "cell_type_predicted" in mapped.obs
     assert (tmp_path / "mapped" / "projection.png").exists()
     assert sx.Atlas.load(tmp_path / "atlas").n_obs == 910 + 290
+    assert mapped.raw is None
     balanced = _map_cli(
-        tmp_path / "atlas", files["3pv1"], tmp_path / "balanced", "--batch_norm", "balanced"
+        tmp_path / "atlas",
+        files["3pv1"],
+        tmp_path / "balanced",
+        "--batch_norm",
+        "balanced",
+        "--keep_raw",
     )
     assert balanced.n_obs == 290 and np.isfinite(balanced.obsm["X_scalex"]).all()
+    assert balanced.raw is not None and balanced.raw.n_vars > balanced.n_vars
     assert np.abs(balanced.obsm["X_scalex"] - mapped.obsm["X_scalex"]).mean() > 1e-3
 
 

@@ -146,7 +146,13 @@ def _map(args: argparse.Namespace) -> int:
     atlas = Atlas.load(args.atlas)
     query = read_many(args.data_list, args.batch_categories, batch_key=args.batch_key)
     batch_key = args.batch_key if args.batch_key in query.obs else None
-    mapped = atlas.map(query, batch_key=batch_key, source=args.source, batch_norm=args.batch_norm)
+    mapped = atlas.map(
+        query,
+        batch_key=batch_key,
+        source=args.source,
+        batch_norm=args.batch_norm,
+        keep_raw=args.keep_raw,
+    )
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
     mapped.write_h5ad(out / "mapped.h5ad")
@@ -276,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mapper.add_argument("-o", "--outdir", default="mapped/")
     mapper.add_argument("--extend", action="store_true", help="add the cells to the atlas")
+    mapper.add_argument(
+        "--keep_raw",
+        action="store_true",
+        help="also write every query gene, transformed as the reference's, in .raw",
+    )
     mapper.set_defaults(func=_map)
 
     bench = commands.add_parser(
