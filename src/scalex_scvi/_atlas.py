@@ -188,7 +188,8 @@ class Atlas:
         keep_raw
             Also store the query's values of all its genes in ``.raw``, transformed as the
             reference's (:meth:`~scalex_scvi.SCALEX.prepare_query`), e.g. to plot marker genes
-            of cells called "Unknown". Ignored when ``prepared``.
+            of cells called "Unknown". With ``prepared``, the prepared data's own ``.raw`` is
+            kept instead.
 
         Returns
         -------

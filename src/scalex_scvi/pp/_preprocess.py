@@ -121,11 +121,7 @@ def preprocess(
     work.layers["counts"] = work.X.copy()
 
     groups = _groups(work, batch_key)
-    if profile == "RNA":
-        sc.pp.normalize_total(work, target_sum=target_sum)
-        sc.pp.log1p(work)
-    elif profile == "ADT":
-        work.X = _clr(work.X)
+    _transform(work, profile, target_sum)
     if keep_raw:
         work.raw = work
 
@@ -245,13 +241,23 @@ def _transformed_features(adata: AnnData, layer: str | None, recipe: dict) -> An
     profile = str(recipe["profile"])
     if profile == "RNA":
         work = work[:, kept_features(work.var_names, bool(recipe["keep_mt"]))].copy()
-        sc.pp.normalize_total(work, target_sum=float(recipe["target_sum"]))
+    if profile == "ATAC":
+        work.X.data[:] = 1.0
+    _transform(work, profile, float(recipe["target_sum"]))
+    return work
+
+
+def _transform(work: AnnData, profile: str, target_sum: float) -> None:
+    """Transform counts in place as for training.
+
+    RNA: normalise each cell to ``target_sum`` and log1p; ADT: centred log-ratio; ATAC (binarised
+    already): nothing.
+    """
+    if profile == "RNA":
+        sc.pp.normalize_total(work, target_sum=target_sum)
         sc.pp.log1p(work)
     elif profile == "ADT":
         work.X = _clr(work.X)
-    else:  # ATAC: binarised
-        work.X.data[:] = 1.0
-    return work
 
 
 def _raw_matrix(adata: AnnData, layer: str | None):
