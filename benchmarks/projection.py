@@ -308,17 +308,21 @@ def rescored(previous: pd.DataFrame) -> list[dict]:
     """
     rows = []
     for row in previous.to_dict(orient="records"):
-        cached = np.load(  # our own cache; older runs stored labels as object arrays
-            CACHE / f"{row['split']}__{_cache_name(row['method'])}.npz", allow_pickle=True
-        )
-        scores, _ = label_scores(
-            cached["ref_latent"],
-            cached["ref_labels"],
-            cached["query_latent"],
-            cached["query_labels"],
-        )
+        _, scores, _ = cached_transfer(row["split"], row["method"])
         rows.append({**row, **scores, "rescored_from_cache": True})
     return rows
+
+
+def cached_transfer(split: str, method: str) -> tuple[dict, dict, pd.DataFrame]:
+    """A method's cached embeddings and labels of a split, and its labels transferred and
+    scored from them with the package defaults (:func:`label_scores`)."""
+    cached = np.load(  # our own cache; older runs stored labels as object arrays
+        CACHE / f"{split}__{_cache_name(method)}.npz", allow_pickle=True
+    )
+    scores, predicted = label_scores(
+        cached["ref_latent"], cached["ref_labels"], cached["query_latent"], cached["query_labels"]
+    )
+    return cached, scores, predicted
 
 
 def cache_latents(split_name: str, method: str, result: dict, reference, query) -> None:
@@ -474,14 +478,7 @@ def difference_intervals(splits: list[str]) -> pd.DataFrame:
     for split in splits:
         labels = {}
         for method in [*SCALEX_ARMS, "scArches (scVI)"]:
-            cached = np.load(CACHE / f"{split}__{_cache_name(method)}.npz", allow_pickle=True)
-            _, predicted = label_scores(
-                cached["ref_latent"],
-                cached["ref_labels"],
-                cached["query_latent"],
-                cached["query_labels"],
-            )
-            labels[method] = predicted
+            cached, _, labels[method] = cached_transfer(split, method)
         truth, known = cached["query_labels"], pd.unique(cached["ref_labels"])
         for arm, statistics in SCALEX_ARMS.items():
             for rule, column in [("Unknown rule", "label"), ("no Unknown rule", "best_label")]:

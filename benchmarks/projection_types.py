@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.metrics import f1_score
 
 from _common import RESULTS, provenance
-from projection import CACHE, SCALEX_ARMS, SPLITS, _cache_name, label_scores
+from projection import CACHE, SCALEX_ARMS, SPLITS, _cache_name, cached_transfer
 
 PEER = "scArches (scVI)"
 METHODS = {PEER: "scArches", **SCALEX_ARMS}
@@ -31,13 +31,7 @@ def split_types(split: str) -> pd.DataFrame:
     """Per known type of one split: counts, each method's F1 and where its cells went."""
     rows: dict[str, dict] = {}
     for method, short in METHODS.items():
-        cached = np.load(CACHE / f"{split}__{_cache_name(method)}.npz", allow_pickle=True)
-        _, predicted = label_scores(
-            cached["ref_latent"],
-            cached["ref_labels"],
-            cached["query_latent"],
-            cached["query_labels"],
-        )
+        cached, _, predicted = cached_transfer(split, method)
         truth = np.asarray(cached["query_labels"], dtype=str)
         reference = pd.Series(np.asarray(cached["ref_labels"], dtype=str))
         known = np.isin(truth, reference.unique())
