@@ -42,6 +42,8 @@ PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--datasets pbmc_3chem --add-budgets 4000 8000 --batch-norm running per_batch --lr 1e-3 --seed 2" \
 	"--add-budgets defaults --batch-norm running per_batch --seed 1" \
 	"--add-peers scVI original --seed 1" \
+	"--add-budgets defaults --batch-norm running per_batch --seed 2" \
+	"--add-peers scVI original --seed 2" \
 	"--add-budgets defaults 8000 --kl-weight 0.02"
 # further SCALEX rows appended to the partial-overlap series (see partial_overlap.md)
 PARTIAL_EXTRA = "--iterations 2000" "--iterations 8000" "--iterations 2000 --kl-weight 0.02" \
