@@ -16,6 +16,7 @@ import matplotlib as mpl
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
+import scanpy as sc
 import scvi
 
 import scalex_scvi as sx
@@ -85,6 +86,22 @@ for name, result in (("running", mapped), ("balanced", balanced)):
         reference_labels=reference.obs["cell_type"].unique(),
     )["macro_f1"]
     print(f"{name}: macro-F1 {f1:.3f}")
+
+# %% [markdown]
+# ### Which cells were called "Unknown"?
+# `keep_raw=True` also keeps the query's log-normalised values of every gene in `.raw`, as
+# `preprocess` does for the reference, so markers can be plotted on the mapped cells (the model's
+# `X` holds only its features, scaled to [0, 1]; on a full transcriptome `.raw` also holds the
+# genes outside the 2,000 highly variable ones).
+
+# %%
+with_genes = atlas.map(query_raw, batch_key="batch", source="3pv1", keep_raw=True)
+unknown = with_genes.obs["cell_type_predicted"] == "Unknown"
+print(f"{unknown.sum()} cells called Unknown; their known labels:")
+print(with_genes.obs.loc[unknown, "cell_type"].astype(str).value_counts().to_dict())
+markers = ["CD3E", "CD8A", "NKG7", "MS4A1", "CD14", "FCGR3A", "FCER1A", "PPBP"]
+sc.pl.dotplot(with_genes, markers, groupby="cell_type_predicted", use_raw=True, show=False)
+plt.savefig("tutorial_markers.png", dpi=100, bbox_inches="tight")
 
 # %% [markdown]
 # ## 4. Grow the atlas; the cells already in it do not move
