@@ -313,7 +313,7 @@ def rescored(previous: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def cached_transfer(split: str, method: str) -> tuple[dict, dict, pd.DataFrame]:
+def cached_transfer(split: str, method: str) -> tuple[np.lib.npyio.NpzFile, dict, pd.DataFrame]:
     """A method's cached embeddings and labels of a split, and its labels transferred and
     scored from them with the package defaults (:func:`label_scores`)."""
     cached = np.load(  # our own cache; older runs stored labels as object arrays
