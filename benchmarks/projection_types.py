@@ -78,9 +78,9 @@ def gap_summary(table: pd.DataFrame) -> pd.DataFrame:
                     "statistics": statistics,
                     "macro-F1 difference": contribution.sum(),
                     "most negative type": f"{worst['cell_type']} ({worst['n_query']} query cells)",
-                    "its contribution": contribution.min(),
+                    "its contribution (negative)": contribution.min(),
                     "most positive type": f"{best['cell_type']} ({best['n_query']} query cells)",
-                    "its contribution ": contribution.max(),
+                    "its contribution (positive)": contribution.max(),
                     "types below scArches (F1 − 0.01)": int(
                         (group[f"f1 {statistics}"] < group["f1 scArches"] - 0.01).sum()
                     ),
