@@ -31,8 +31,8 @@ test-slow: $(STAMP)  ## full-training and large-data tests
 	$(BIN)/python -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tutorials
+	$(BIN)/ruff format --check src tests benchmarks tutorials
 
 BENCHMARKS ?= speed scaling early_stopping throughput atlas_growth projection projection_types projection_seeds label_threshold label_calibration encoder_statistics panel partial_overlap kl_weight
 # further SCALEX rows appended to the panel (see benchmarks/results/panel.md)

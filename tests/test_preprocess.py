@@ -77,6 +77,33 @@ def test_min_features_too_high_is_a_clear_error(reference_raw):
         sx.pp.preprocess(reference_raw, batch_key="batch")  # the paper's 600 > any cell here
 
 
+def test_cell_filter_warns_when_it_removes_a_batch_or_most_cells(reference_raw):
+    raw = reference_raw.copy()
+    x = sparse.lil_matrix(raw.X)
+    in_5p = np.flatnonzero((raw.obs["batch"] == "5p").to_numpy())
+    x[in_5p, 30:] = 0  # 5p cells keep at most 30 detected genes
+    raw.X = sparse.csr_matrix(x)
+    n_5p = in_5p.size
+    expected = rf"removed {n_5p:,} of {raw.n_obs:,} cells.*batch\(es\) 5p"
+    with pytest.warns(UserWarning, match=expected):
+        out = sx.pp.preprocess(raw, batch_key="batch", min_features=50)
+    assert set(out.obs["batch"]) == {"3pv2"}
+    assert out.n_obs == raw.n_obs - n_5p
+
+    nuclear = ~reference_raw.var_names.str.startswith(("ERCC-", "MT-", "mt-"))  # dropped first
+    n_detected = np.asarray((reference_raw.X[:, nuclear] > 0).sum(axis=1)).ravel()
+    threshold = int(np.quantile(n_detected, 0.8))  # removes about 80 % of the cells
+    n_removed = int((n_detected < threshold).sum())
+    with pytest.warns(UserWarning, match=rf"min_features={threshold} removed {n_removed:,} of"):
+        sx.pp.preprocess(reference_raw, batch_key="batch", min_features=threshold)
+
+
+def test_cell_filter_is_quiet_when_it_removes_few_cells(reference_raw, recwarn):
+    out = sx.pp.preprocess(reference_raw, batch_key="batch", min_features=50)
+    assert out.n_obs > reference_raw.n_obs / 2
+    assert not [w for w in recwarn if "min_features" in str(w.message)]
+
+
 def test_bad_arguments(reference_raw):
     with pytest.raises(KeyError, match="nope"):
         sx.pp.preprocess(reference_raw, batch_key="nope", min_features=50)
