@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import numpy as np
 import pytest
 
@@ -81,6 +82,17 @@ def test_map_awkward_queries(atlas, query_raw):
     assert one.obs["cell_type_predicted"].iloc[0] in set(atlas.adata.obs["cell_type"]) | {
         "Unknown"
     }
+
+
+def test_map_backed_query_file(atlas, query_raw, tmp_path):
+    in_memory = _map_quietly(atlas, query_raw, batch_key="batch")
+    query_raw.write_h5ad(tmp_path / "query.h5ad")
+    backed = ad.read_h5ad(tmp_path / "query.h5ad", backed="r")
+    mapped = _map_quietly(atlas, backed, batch_key="batch")
+    np.testing.assert_array_equal(mapped.obsm["X_scalex"], in_memory.obsm["X_scalex"])
+    np.testing.assert_array_equal(mapped.obsm["X_umap"], in_memory.obsm["X_umap"])
+    assert (mapped.obs["cell_type_predicted"] == in_memory.obs["cell_type_predicted"]).all()
+    backed.file.close()
 
 
 def test_map_balanced(atlas, trained, reference, query_raw, query):

@@ -75,7 +75,7 @@ def test_help_is_complete(command, capsys):
             "--assess",
         ],
         "project": ["--projection", "--repeat", "--data_list"],
-        "map": ["--atlas", "--extend", "--source", "--keep_raw"],
+        "map": ["--atlas", "--extend", "--source", "--keep_raw", "--backed"],
         "benchmark": ["--methods", "--label_key"],
         "demo": ["--outdir", "--max_iteration"],
     }[command]
@@ -165,6 +165,8 @@ def test_map_onto_an_atlas_and_extend(integrated, files, tmp_path):
     assert balanced.n_obs == 290 and np.isfinite(balanced.obsm["X_scalex"]).all()
     assert balanced.raw is not None and balanced.raw.n_vars > balanced.n_vars
     assert np.abs(balanced.obsm["X_scalex"] - mapped.obsm["X_scalex"]).mean() > 1e-3
+    backed = _map_cli(tmp_path / "atlas", files["3pv1"], tmp_path / "backed", "--backed")
+    np.testing.assert_array_equal(backed.obsm["X_scalex"], mapped.obsm["X_scalex"])
 
 
 def test_benchmark_command(files, tmp_path, capsys):

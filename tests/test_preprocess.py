@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,6 +181,31 @@ def test_prepare_query_keeps_every_cell_and_copies_batch(reference, query_raw):
     assert out.n_obs == q.n_obs
     assert (out.obs["batch"] == q.obs["sample"]).all()
     assert "batch" not in q.obs
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_prepare_query_reads_a_backed_query_in_blocks(reference, query_raw, tmp_path, dense):
+    from scalex_scvi.pp import _preprocess
+
+    on_disk = query_raw.copy()
+    if dense:
+        on_disk.X = _dense(on_disk.X)
+    on_disk.write_h5ad(tmp_path / "query.h5ad")
+    backed = ad.read_h5ad(tmp_path / "query.h5ad", backed="r")
+    recipe = reference.uns[sx.pp.RECIPE_KEY]
+    expected = sx.pp.prepare_query(query_raw, recipe, batch_key="batch", keep_raw=True)
+    n_blocks = -(-query_raw.n_obs // 100)
+    assert n_blocks >= 3
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_preprocess, "_BACKED_BLOCK_ROWS", 100)
+        got = sx.pp.prepare_query(backed, recipe, batch_key="batch", keep_raw=True)
+    assert backed.isbacked and backed.n_obs == query_raw.n_obs
+    assert list(got.obs_names) == list(query_raw.obs_names)
+    assert list(got.var_names) == list(expected.var_names)
+    np.testing.assert_array_equal(_dense(got.X), _dense(expected.X))
+    np.testing.assert_array_equal(_dense(got.layers["counts"]), _dense(expected.layers["counts"]))
+    np.testing.assert_array_equal(_dense(got.raw.X), _dense(expected.raw.X))
+    backed.file.close()
 
 
 def test_atac_profile_binarises_and_keeps_frequent_peaks():

@@ -97,7 +97,11 @@ class Atlas:
         source
             Name recorded in ``obs['source']`` for these cells.
         n_neighbors, min_dist
-            UMAP parameters of the 2-D map.
+            UMAP parameters of the 2-D map. Placing new cells is the slowest step of
+            :meth:`map`: below 4,096 reference cells umap-learn computes exact distances
+            through a Python callable (``map`` at 300–420 cells/s on 2 CPU cores,
+            ``benchmarks/results/atlas_growth.md``), from 4,096 on it searches its neighbour
+            index (3,100–3,900 cells/s, ``benchmarks/results/backed_map.md``).
         random_state
             Seed of UMAP (fit and transform), for a reproducible map. ``None`` lets UMAP run
             in parallel, faster on large references but not reproducible.
@@ -165,6 +169,9 @@ class Atlas:
         adata
             Raw counts of the new cells (any gene order, some genes may be missing), or data
             already prepared with the model's recipe when ``prepared`` is ``True``. Not modified.
+            Raw counts may be backed (``anndata.read_h5ad(path, backed="r")``): they are read
+            10,000 cells at a time and only the model's features kept
+            (:func:`scalex_scvi.pp.prepare_query`).
         batch_key
             Column of ``adata.obs`` with the query's batches, if any.
         prepared

@@ -144,7 +144,9 @@ def _map(args: argparse.Namespace) -> int:
     from scalex_scvi.io import read_many
 
     atlas = Atlas.load(args.atlas)
-    query = read_many(args.data_list, args.batch_categories, batch_key=args.batch_key)
+    query = read_many(
+        args.data_list, args.batch_categories, batch_key=args.batch_key, backed=args.backed
+    )
     batch_key = args.batch_key if args.batch_key in query.obs else None
     mapped = atlas.map(
         query,
@@ -286,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep_raw",
         action="store_true",
         help="also write every query gene, transformed as the reference's, in .raw",
+    )
+    mapper.add_argument(
+        "--backed",
+        action="store_true",
+        help="read a single .h5ad query from disk 10,000 cells at a time, keeping only the "
+        "model's features in memory (for queries larger than memory)",
     )
     mapper.set_defaults(func=_map)
 

@@ -510,7 +510,8 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         Parameters
         ----------
         adata
-            Raw counts of the new cells (not modified).
+            Raw counts of the new cells (not modified); may be backed, as in
+            :func:`scalex_scvi.pp.prepare_query`.
         batch_key
             Column of ``adata.obs`` holding the query's batches, if any.
         min_feature_overlap

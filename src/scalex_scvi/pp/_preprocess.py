@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 PROFILES = ("RNA", "ATAC", "ADT")
 _DEFAULT_MIN_FEATURES = {"RNA": 600, "ATAC": 100, "ADT": 0}
 _DEFAULT_TOP_FEATURES = {"RNA": 2000, "ATAC": 30_000, "ADT": 0}
+_BACKED_BLOCK_ROWS = 10_000  # cells read at a time from a backed query
 
 
 def preprocess(
@@ -166,7 +167,10 @@ def prepare_query(
     Parameters
     ----------
     adata
-        Raw counts of the new cells. Not modified.
+        Raw counts of the new cells. Not modified. May be backed
+        (``anndata.read_h5ad(path, backed="r")``): ``X`` is then read 10,000 cells at a time
+        and only the recipe's features are kept, so a query larger than memory can be
+        prepared (the ADT profile and ``keep_raw`` hold every feature of the query).
     recipe
         ``uns['scalex_preprocess']`` of the preprocessed reference (or a model's
         ``preprocess_recipe_``).
@@ -204,13 +208,20 @@ def prepare_query(
         )
     else:
         # Only the recipe's features are copied: at atlas scale the full matrix is many GiB.
-        matrix = _raw_matrix(adata, layer)
-        counts = reindex_features(matrix, names, features, min_feature_overlap, what="The query")
+        kept = kept_features(names, bool(recipe["keep_mt"])).astype(np.float32)
+        blocks, totals = [], []
+        for i, block in enumerate(_count_blocks(adata, layer)):
+            first = i == 0  # the feature check (and its warning) once
+            overlap = min_feature_overlap if first else 0.0
+            reindexed = reindex_features(block, names, features, overlap, "The query", warn=first)
+            blocks.append(reindexed)
+            totals.append(np.asarray(block @ kept, dtype=np.float64).ravel())
+            del block  # one block of the whole query in memory at a time
+        counts = blocks[0] if len(blocks) == 1 else sparse.vstack(blocks, format="csr")
+        del blocks  # at atlas scale each copy of the prepared matrix is GiBs
         values = counts.copy()
         if profile == "RNA":
-            kept = kept_features(names, bool(recipe["keep_mt"])).astype(np.float32)
-            totals = np.asarray(matrix @ kept, dtype=np.float64).ravel()
-            values = normalize_log(values, totals, float(recipe["target_sum"]))
+            values = normalize_log(values, np.concatenate(totals), float(recipe["target_sum"]))
         else:  # ATAC: binarised
             counts.data[:] = 1.0
             values.data[:] = 1.0
@@ -219,8 +230,9 @@ def prepare_query(
     if recipe["scale"] == "batch":
         values = maxabs_scale(values, groups)
     elif recipe["scale"] == "global":
-        values = scale_columns(values, np.asarray(recipe["feature_max"], dtype=np.float32))
-        values.data = np.minimum(values.data, 1.0)
+        feature_max = np.asarray(recipe["feature_max"], dtype=np.float32)
+        values = scale_columns(values, feature_max, copy=False)  # values is our own copy
+        np.minimum(values.data, 1.0, out=values.data)
 
     obs = adata.obs.copy()
     if batch_key is not None and model_batch_key and model_batch_key != batch_key:
@@ -261,24 +273,34 @@ def _transform(work: AnnData, profile: str, target_sum: float) -> None:
         work.X = _clr(work.X)
 
 
-def _raw_matrix(adata: AnnData, layer: str | None):
-    """The caller's count matrix, checked, without copying a sparse one."""
+def _count_blocks(adata: AnnData, layer: str | None) -> Iterator[sparse.csr_matrix]:
+    """The caller's counts as CSR blocks of rows, each checked.
+
+    In memory: one block, a sparse matrix not copied. Backed (``adata.isbacked``, e.g.
+    ``anndata.read_h5ad(path, backed="r")``): blocks of ``_BACKED_BLOCK_ROWS`` cells read from
+    the file in turn, so that a query larger than memory can be prepared.
+    """
     matrix = adata.X if layer is None else adata.layers[layer]
     if matrix is None:
         raise ValueError("adata has no matrix to preprocess (X is None and no layer given).")
-    if not sparse.issparse(matrix):
-        matrix = as_csr(matrix)
-    check_counts(matrix, "adata")
-    return matrix
+    if sparse.issparse(matrix) or isinstance(matrix, np.ndarray):
+        block = matrix if sparse.issparse(matrix) else as_csr(matrix)
+        check_counts(block, "adata")
+        yield block
+        return
+    for start in range(0, max(adata.n_obs, 1), _BACKED_BLOCK_ROWS):
+        block = matrix[start : start + _BACKED_BLOCK_ROWS]  # read from the file, not shared
+        block = sparse.csr_matrix(block, dtype=np.float32) if sparse.issparse(block) else block
+        block = block if sparse.issparse(block) else as_csr(block)
+        check_counts(block, "adata")
+        yield block
+        del block  # before reading the next one
 
 
 def _counts_copy(adata: AnnData, layer: str | None) -> AnnData:
     """A new AnnData with a float32 CSR copy of the counts and copies of obs/var."""
-    matrix = adata.X if layer is None else adata.layers[layer]
-    if matrix is None:
-        raise ValueError("adata has no matrix to preprocess (X is None and no layer given).")
-    counts = as_csr(matrix)
-    check_counts(counts, "adata")
+    blocks = [as_csr(block) for block in _count_blocks(adata, layer)]
+    counts = blocks[0] if len(blocks) == 1 else sparse.vstack(blocks, format="csr")
     work = AnnData(X=counts, obs=adata.obs.copy(), var=adata.var.copy())
     work.obs_names = adata.obs_names.copy()
     work.var_names = adata.var_names.astype(str)

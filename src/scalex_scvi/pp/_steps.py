@@ -44,10 +44,18 @@ def column_max(matrix: sparse.csr_matrix) -> np.ndarray:
     return np.asarray(matrix.max(axis=0).toarray()).ravel().astype(np.float32)
 
 
-def scale_columns(matrix: sparse.csr_matrix, divisor: np.ndarray) -> sparse.csr_matrix:
-    """Divide each column by ``divisor`` (columns whose divisor is 0 are left at 0)."""
+def scale_columns(
+    matrix: sparse.csr_matrix, divisor: np.ndarray, copy: bool = True
+) -> sparse.csr_matrix:
+    """Divide each column by ``divisor`` (columns whose divisor is 0 are left at 0).
+
+    ``copy=False`` scales a float32 CSR ``matrix`` in place (no second matrix in memory).
+    """
     safe = np.where(divisor > 0, divisor, 1.0).astype(np.float32)
-    return sparse.csr_matrix(matrix.multiply(1.0 / safe[None, :]), dtype=np.float32)
+    if copy:
+        return sparse.csr_matrix(matrix.multiply(1.0 / safe[None, :]), dtype=np.float32)
+    matrix.data *= (1.0 / safe)[matrix.indices]
+    return matrix
 
 
 def normalize_log(
