@@ -368,7 +368,13 @@ def _select_features(
         features = pd.Index(np.asarray(list(n_top_features)).astype(str))
         selected = AnnData(
             X=reindex_features(
-                work.X, work.var_names, features, 0.0, what="The data", target="the requested"
+                work.X,
+                work.var_names,
+                features,
+                0.0,
+                what="The data",
+                target="the requested",
+                stacklevel=4,  # the caller of preprocess
             ),
             obs=work.obs,
             var=pd.DataFrame(index=features),

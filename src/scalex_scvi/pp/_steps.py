@@ -97,8 +97,12 @@ def reindex_features(
     what: str = "the query",
     target: str = "the model's",
     warn: bool = True,
+    stacklevel: int = 3,
 ) -> sparse.csr_matrix:
-    """Columns of ``matrix`` in the order of ``features``; zeros for features it lacks."""
+    """Columns of ``matrix`` in the order of ``features``; zeros for features it lacks.
+
+    ``stacklevel`` of the warning about missing features: 3 names the caller's caller.
+    """
     if not var_names.is_unique:
         raise ValueError(f"The feature names of {what} are not unique; make them unique first.")
     positions = var_names.get_indexer(features)
@@ -115,7 +119,7 @@ def reindex_features(
             f"{what} lacks {(~present).sum()} of {target} {len(features)} features "
             f"({1 - fraction:.1%}); they are set to zero.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     selector = sparse.csr_matrix(
         (
