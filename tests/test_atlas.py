@@ -32,6 +32,16 @@ def test_build(atlas, reference, trained):
     assert "reference" in repr(atlas)
 
 
+def test_build_passes_umap_kwargs(atlas, trained, reference):
+    fewer_epochs = sx.Atlas.build(trained, reference, umap_kwargs={"n_epochs": 20})
+    assert fewer_epochs.umap.n_epochs == 20 and atlas.umap.n_epochs is None
+    assert not np.allclose(fewer_epochs.adata.obsm["X_umap"], atlas.adata.obsm["X_umap"])
+    latent = atlas.adata.obsm["X_scalex"]
+    np.testing.assert_array_equal(fewer_epochs.adata.obsm["X_scalex"], latent)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        sx.Atlas.build(trained, reference, umap_kwargs={"n_neighbors": 5})
+
+
 def test_map_raw_query(atlas, query_raw, trained, query):
     before = query_raw.copy()
     mapped = _map_quietly(atlas, query_raw, batch_key="batch")

@@ -83,6 +83,7 @@ class Atlas:
         min_dist: float = 0.1,
         random_state: int | None = 0,
         transfer_kwargs: dict | None = None,
+        umap_kwargs: dict | None = None,
     ) -> Atlas:
         """Build an atlas from a trained model and its reference cells.
 
@@ -109,6 +110,11 @@ class Atlas:
             Keyword arguments of :class:`~scalex_scvi.tl.KNNLabelTransfer`; with
             ``{"calibration": "other_batches"}`` the Unknown cutoff is calibrated across the
             reference's batches (the model's batch column).
+        umap_kwargs
+            Further keyword arguments of :class:`umap.UMAP`, e.g.
+            ``{"force_approximation_algorithm": True}`` to place new cells through a neighbour
+            index on a reference below 4,096 cells, faster for large queries (numba compiles
+            the index search on first use).
 
         Returns
         -------
@@ -122,13 +128,17 @@ class Atlas:
         if label_key is not None and label_key not in adata.obs:
             raise KeyError(f"{label_key!r} is not a column of adata.obs.")
         latent = model.get_latent_representation(adata)
-        mapper = umap.UMAP(
-            n_neighbors=n_neighbors,
-            min_dist=min_dist,
-            random_state=random_state,
-            transform_seed=random_state if random_state is not None else 42,
-            n_jobs=1 if random_state is not None else -1,
-        ).fit(latent)
+        settings = {
+            "n_neighbors": n_neighbors,
+            "min_dist": min_dist,
+            "random_state": random_state,
+            "transform_seed": random_state if random_state is not None else 42,
+            "n_jobs": 1 if random_state is not None else -1,
+        }
+        clashes = sorted(set(umap_kwargs or {}) & set(settings))
+        if clashes:
+            raise ValueError(f"Pass {clashes} as arguments of Atlas.build, not in umap_kwargs.")
+        mapper = umap.UMAP(**settings, **(umap_kwargs or {})).fit(latent)
         obs = pd.DataFrame({SOURCE_KEY: source}, index=adata.obs_names.copy())
         batch_key = model.registry_["setup_args"]["batch_key"]
         if batch_key is not None and batch_key in adata.obs:
