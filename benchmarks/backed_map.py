@@ -31,7 +31,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from _common import RESULTS, provenance, read
+from _common import RESULTS, provenance
 
 MODES = ("memory", "backed")
 
@@ -43,18 +43,11 @@ def build(workdir: Path, n_cells: int) -> None:
     through its approximate neighbour index, as for any real atlas (below, it computes exact
     distances through a Python callable, about 700 cells/s on this machine).
     """
-    import scvi
-
     import scalex_scvi as sx
 
-    from throughput import resample
+    from throughput import lung_model, resample
 
-    raw = read("cellbench_lung_celllines.h5ad")
-    reference = sx.pp.preprocess(raw, batch_key="batch", n_top_features=2000)
-    scvi.settings.seed = 0
-    sx.SCALEX.setup_anndata(reference, batch_key="batch")
-    model = sx.SCALEX(reference)
-    model.train(max_iterations=300, enable_progress_bar=False)
+    raw, model = lung_model()
     cells = model.prepare_query(resample(raw, 10_000, seed=1), batch_key="batch")
     cells.obs["cell_type"] = cells.obs["cell_type"].astype(str)
     sx.Atlas.build(model, cells, label_key="cell_type").save(workdir / "atlas")

@@ -41,6 +41,17 @@ def resample(raw: ad.AnnData, n_cells: int, seed: int = 0) -> ad.AnnData:
     return ad.AnnData(X=counts, obs=obs, var=raw.var[[]].copy())
 
 
+def lung_model(iterations: int = 300) -> tuple[ad.AnnData, sx.SCALEX]:
+    """The real lung cell-line counts and a SCALEX model trained briefly on them (seed 0)."""
+    raw = read("cellbench_lung_celllines.h5ad")
+    reference = sx.pp.preprocess(raw, batch_key="batch", n_top_features=2000)
+    scvi.settings.seed = 0
+    sx.SCALEX.setup_anndata(reference, batch_key="batch")
+    model = sx.SCALEX(reference)
+    model.train(max_iterations=iterations, enable_progress_bar=False)
+    return raw, model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n-cells", type=int, default=100_000)
@@ -48,12 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
-    raw = read("cellbench_lung_celllines.h5ad")
-    reference = sx.pp.preprocess(raw, batch_key="batch", n_top_features=2000)
-    scvi.settings.seed = 0
-    sx.SCALEX.setup_anndata(reference, batch_key="batch")
-    model = sx.SCALEX(reference)
-    model.train(max_iterations=300, enable_progress_bar=False)
+    raw, model = lung_model()
+    reference = model.adata  # the prepared lung cells it was trained on
 
     query_raw = resample(raw, args.n_cells)
     results = {
