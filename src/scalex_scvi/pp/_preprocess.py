@@ -300,7 +300,10 @@ def _count_blocks(adata: AnnData, layer: str | None) -> Iterator[sparse.csr_matr
 
 def _counts_copy(adata: AnnData, layer: str | None) -> AnnData:
     """A new AnnData with a float32 CSR copy of the counts and copies of obs/var."""
-    blocks = [as_csr(block) for block in _count_blocks(adata, layer)]
+    source = adata.X if layer is None else adata.layers[layer]
+    # only the caller's own sparse matrix needs copying; dense input and blocks read from a
+    # backed file are converted into new matrices already
+    blocks = [as_csr(block) if block is source else block for block in _count_blocks(adata, layer)]
     counts = blocks[0] if len(blocks) == 1 else sparse.vstack(blocks, format="csr")
     work = AnnData(X=counts, obs=adata.obs.copy(), var=adata.var.copy())
     work.obs_names = adata.obs_names.copy()
