@@ -226,6 +226,30 @@ def test_normalized_expression(trained, query):
         trained.get_normalized_expression(query)
 
 
+def test_elbo_and_reconstruction_error_of_new_anndata(trained, reference, query):
+    held = reference[:60].copy()  # cells of the model's batches in a fresh, unregistered AnnData
+    before = held.copy()
+    reordered = held[:, ::-1].copy()
+    torch.manual_seed(0)
+    per_cell = trained.get_reconstruction_error(held, return_mean=False)["reconstruction_loss"]
+    torch.manual_seed(0)
+    shuffled = trained.get_reconstruction_error(reordered, return_mean=False)
+    assert per_cell.shape == (60,)
+    torch.testing.assert_close(shuffled["reconstruction_loss"], per_cell, rtol=0, atol=0)
+    torch.manual_seed(0)
+    elbo = trained.get_elbo(held)
+    # same seed, same sampled latents: -ELBO is the reconstruction loss plus a KL term >= 0
+    assert torch.isfinite(elbo) and -elbo > per_cell.mean()
+    assert_adata_equal(held, before)
+    assert "_scvi_uuid" not in held.uns and "_scvi_batch" not in held.obs
+    with pytest.raises(ValueError, match=r"not trained on \(\['3pv1'\]\)"):
+        trained.get_elbo(query)
+    no_batch = query.copy()
+    del no_batch.obs["batch"]
+    with pytest.raises(ValueError, match="no batch column"):
+        trained.get_reconstruction_error(no_batch)
+
+
 def test_public_calls_do_not_modify_inputs(trained, query, query_raw):
     query_before, raw_before = query.copy(), query_raw.copy()
     trained.get_latent_representation(query)

@@ -470,17 +470,14 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self._check_if_trained(warn=False)
         self.module.eval()
         batch_code = self._batch_code(transform_batch)
-        n_known = self.summary_stats.n_batch
         chunks = []
         with self._registered(adata) as registered:
+            if batch_code is None:
+                self._check_trained_batches(
+                    registered, indices, "pass transform_batch with one of the model's batches"
+                )
             for tensors in self._data_loader(registered, indices, batch_size):
                 batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).long()
-                if batch_code is None and bool((batch_index >= n_known).any()):
-                    raise ValueError(
-                        "Some cells belong to batches the model was not trained on, so they have "
-                        "no decoder normalisation; pass transform_batch with one of "
-                        f"{list(self.batch_categories)}."
-                    )
                 inference = self.module.inference(tensors[REGISTRY_KEYS.X_KEY])
                 generative = self.module.generative(
                     inference[MODULE_KEYS.QZM_KEY], batch_index, transform_batch=batch_code
@@ -493,6 +490,108 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if indices is not None:
             obs_names = obs_names[np.asarray(indices)]
         return pd.DataFrame(values, index=obs_names, columns=self.feature_names)
+
+    @torch.inference_mode()
+    def get_elbo(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        dataloader: Iterator[dict[str, torch.Tensor]] | None = None,
+        return_mean: bool = True,
+        data_loader_kwargs: dict | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """Evidence lower bound (higher is better): :meth:`scvi.model.base.VAEMixin.get_elbo`.
+
+        Computed in evaluation mode: BatchNorm uses its running statistics, not those of the
+        cells passed (the latent is sampled, so values vary with the random state). ``adata``
+        is used as in :meth:`get_latent_representation` (features in any order, not modified,
+        not registered) but its cells must belong to batches the model was trained on: the
+        decoder normalises each batch with its own BatchNorm, which a new batch does not have.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features, prepared like the training data, of the
+            model's batches (e.g. held-out cells). ``None`` uses the training data.
+        indices
+            Indices of the cells to use. ``None`` uses all.
+        batch_size
+            Cells per forward pass.
+        dataloader
+            Mini-batches to use instead of ``adata`` (passed on to scvi-tools as they are).
+        return_mean
+            Return the mean over cells rather than one value per cell.
+        data_loader_kwargs
+            Further arguments of the data loader.
+        **kwargs
+            Further arguments of the module's forward pass.
+
+        Returns
+        -------
+        The ELBO, minus (binary cross-entropy + KL divergence, unweighted), per cell or its mean.
+        """
+        return self._evaluate(
+            super().get_elbo,
+            adata,
+            indices,
+            batch_size,
+            dataloader,
+            return_mean,
+            data_loader_kwargs,
+            **kwargs,
+        )
+
+    @torch.inference_mode()
+    def get_reconstruction_error(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        dataloader: Iterator[dict[str, torch.Tensor]] | None = None,
+        return_mean: bool = True,
+        data_loader_kwargs: dict | None = None,
+        **kwargs,
+    ) -> dict[str, torch.Tensor]:
+        """Reconstruction loss: binary cross-entropy summed over features (lower is better).
+
+        As :meth:`scvi.model.base.VAEMixin.get_reconstruction_error` (which, for every
+        scvi-tools model, returns the loss itself), with ``adata`` handled as in
+        :meth:`get_elbo`.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features, prepared like the training data, of the
+            model's batches. ``None`` uses the training data.
+        indices
+            Indices of the cells to use. ``None`` uses all.
+        batch_size
+            Cells per forward pass.
+        dataloader
+            Mini-batches to use instead of ``adata`` (passed on to scvi-tools as they are).
+        return_mean
+            Return the mean over cells rather than one value per cell.
+        data_loader_kwargs
+            Further arguments of the data loader.
+        **kwargs
+            Further arguments of the module's forward pass.
+
+        Returns
+        -------
+        ``{"reconstruction_loss": value}``.
+        """
+        return self._evaluate(
+            super().get_reconstruction_error,
+            adata,
+            indices,
+            batch_size,
+            dataloader,
+            return_mean,
+            data_loader_kwargs,
+            **kwargs,
+        )
 
     def prepare_query(
         self,
@@ -556,6 +655,38 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if name not in categories:
             raise ValueError(f"Unknown batch {name!r}; the model knows {categories}.")
         return categories.index(name)
+
+    def _evaluate(
+        self, metric, adata, indices, batch_size, dataloader, return_mean, loader_kwargs, **kwargs
+    ):
+        """Run one of scvi-tools' evaluation methods in eval mode on a registered light copy."""
+        self._check_if_trained(warn=False)
+        self.module.eval()
+        options = {"return_mean": return_mean, "data_loader_kwargs": loader_kwargs, **kwargs}
+        if dataloader is not None:
+            return metric(dataloader=dataloader, **options)
+        with self._registered(adata) as registered:
+            self._check_trained_batches(registered, indices, "pass cells of the model's batches")
+            return metric(registered, indices=indices, batch_size=batch_size, **options)
+
+    def _check_trained_batches(
+        self, registered: AnnData, indices: Sequence[int] | None, advice: str
+    ) -> None:
+        """Raise when cells of ``registered`` belong to batches the model was not trained on."""
+        manager = self.get_anndata_manager(registered, required=True)
+        codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).reshape(-1)
+        if indices is not None:
+            codes = codes[np.asarray(indices)]
+        unseen = np.unique(codes[codes >= self.summary_stats.n_batch])
+        if len(unseen) > 0:
+            names = [
+                "(no batch column)" if name == NO_BATCH_CATEGORY else str(name)
+                for name in self._batch_mapping(registered)[unseen]
+            ]
+            raise ValueError(
+                f"Cells of batches the model was not trained on ({names}) have no decoder "
+                f"normalisation; {advice} ({list(self.batch_categories)})."
+            )
 
     def _data_loader(
         self, adata: AnnData, indices: Sequence[int] | None, batch_size: int | None
