@@ -20,11 +20,16 @@ def data_dir() -> Path:
     return Path(os.environ.get("SCALEX_SCVI_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 
-def read_shared(name: str) -> ad.AnnData:
+def shared_path(name: str) -> Path:
+    """Path of a shared dataset; skips the test when it is not there."""
     path = data_dir() / name
     if not path.exists():
         pytest.skip(f"shared dataset {path} not available")
-    return ad.read_h5ad(path)
+    return path
+
+
+def read_shared(name: str) -> ad.AnnData:
+    return ad.read_h5ad(shared_path(name))
 
 
 def train_small(adata: ad.AnnData, seed: int = 0, iterations: int = 40) -> sx.SCALEX:

@@ -12,7 +12,7 @@ from scipy import sparse
 
 import scalex_scvi as sx
 
-from scalex_testing import read_shared
+from scalex_testing import read_shared, shared_path
 
 
 @pytest.fixture(scope="module")
@@ -98,23 +98,14 @@ def test_text_tables_genes_by_cells(small, tmp_path, name):
 
 
 def test_h5mu_modality():
-    mdata = md.read_h5mu(read_shared_path("citefuse_eccite_pbmc_500_rna_adt.h5mu"))
-    # write a copy with the shared layout to a temporary file is not needed: read directly
-    rna = sx.io.read(read_shared_path("citefuse_eccite_pbmc_500_rna_adt.h5mu"), modality="rna")
+    path = shared_path("citefuse_eccite_pbmc_500_rna_adt.h5mu")
+    mdata = md.read_h5mu(path)
+    rna = sx.io.read(path, modality="rna")
     assert rna.shape == mdata.mod["rna"].shape and "batch" in rna.obs
-    prot = sx.io.read(str(read_shared_path("citefuse_eccite_pbmc_500_rna_adt.h5mu")) + "/prot")
+    prot = sx.io.read(f"{path}/prot")
     assert prot.n_vars == 49
     with pytest.raises(ValueError, match="modalities"):
-        sx.io.read(read_shared_path("citefuse_eccite_pbmc_500_rna_adt.h5mu"))
-
-
-def read_shared_path(name):
-    from scalex_testing import data_dir
-
-    path = data_dir() / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return path
+        sx.io.read(path)
 
 
 def test_glob_concatenates_with_sub_batch(small, tmp_path):
