@@ -201,6 +201,11 @@ def test_save_load_gives_identical_latents(trained, reference, query, tmp_path):
     assert list(loaded.feature_names) == list(trained.feature_names)
     with_data = sx.SCALEX.load(tmp_path / "model", adata=reference.copy())
     np.testing.assert_array_equal(with_data.get_latent_representation(), z_ref)
+    # scvi-tools would only warn and read features by position (wrong latents)
+    with pytest.raises(ValueError, match="another order"):
+        sx.SCALEX.load(tmp_path / "model", adata=reference[:, ::-1].copy())
+    with pytest.raises(ValueError, match="lacks 1 of the model's"):
+        sx.SCALEX.load(tmp_path / "model", adata=reference[:, 1:].copy())
 
 
 def test_same_seed_same_latent(reference):

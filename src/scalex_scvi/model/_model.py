@@ -16,6 +16,7 @@ from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin, VAEMixin
+from scvi.model.base._save_load import _load_saved_files  # the saved features, before loading
 from scvi.module._constants import MODULE_KEYS
 from scvi.utils import setup_anndata_dsp
 
@@ -637,6 +638,58 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             keep_raw=keep_raw,
         )
 
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        backup_url: str | None = None,
+        **kwargs,
+    ) -> SCALEX:
+        """Load a model saved with :meth:`save`: :meth:`scvi.model.base.BaseModelClass.load`.
+
+        ``adata``, when given, becomes the model's data (and is registered with it, as in
+        scvi-tools), so its features must be the model's in the model's order: scvi-tools only
+        warns about a mismatch and then reads features by position, which gives wrong latents.
+        Here a mismatch is an error. To embed data whose features are in another order, load
+        without ``adata`` and pass it to :meth:`get_latent_representation`, which reorders.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            The model's data (e.g. the training data), or ``None`` for the AnnData saved with
+            the model (none saved: the model loads without data).
+        accelerator, device
+            Where the model runs (``"auto"``: a GPU where there is one).
+        prefix
+            Prefix of the saved file names.
+        backup_url
+            URL to fetch the saved model from if it is not on disk.
+        **kwargs
+            Further arguments of :meth:`scvi.model.base.BaseModelClass.load`.
+
+        Returns
+        -------
+        The model, with its trained parameters and preprocessing recipe.
+        """
+        if adata is not None:
+            saved = _load_saved_files(dir_path, False, prefix=prefix, backup_url=backup_url)[1]
+            _check_same_features(pd.Index(adata.var_names), pd.Index(saved))
+        return super().load(
+            dir_path,
+            adata=adata,
+            accelerator=accelerator,
+            device=device,
+            prefix=prefix,
+            backup_url=backup_url,
+            **kwargs,
+        )
+
     @property
     def feature_names(self) -> pd.Index:
         """Names of the model's features, in the model's order."""
@@ -761,6 +814,25 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if layer is None:
             return AnnData(X=matrix, obs=obs, var=var)
         return AnnData(obs=obs, var=var, layers={layer: matrix})
+
+
+def _check_same_features(names: pd.Index, features: pd.Index) -> None:
+    """Raise unless ``names`` are exactly the model's ``features``, in the same order."""
+    if names.equals(features):
+        return
+    if len(names) == len(features) and set(names) == set(features):
+        problem = "holds the model's features in another order"
+    else:
+        missing, extra = features.difference(names), names.difference(features)
+        problem = (
+            f"lacks {len(missing)} of the model's {len(features)} features "
+            f"(e.g. {list(missing[:3])}) and has {len(extra)} others"
+        )
+    raise ValueError(
+        f"adata {problem}. Pass an AnnData with the model's features in the model's order "
+        "(SCALEX.load(dir_path).feature_names), or load without adata and embed it with "
+        "get_latent_representation(adata), which reorders (raw counts: prepare_query first)."
+    )
 
 
 def _check_unit_range(matrix, what: str, chunk: int = 10_000) -> None:
