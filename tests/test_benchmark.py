@@ -23,7 +23,7 @@ def test_run_benchmark_scores_every_method(reference, tmp_path, monkeypatch):
     reference = reference[::2].copy()  # 455 cells keep scib-metrics quick
     before = reference.copy()
     given = np.random.default_rng(0).normal(size=(reference.n_obs, 5))
-    with pytest.warns(UserWarning, match="Harmony skipped"):
+    with pytest.warns(UserWarning, match="Harmony skipped") as caught:
         table = sx.benchmark.run_benchmark(
             reference,
             methods=["SCALEX", "scVI", "PCA (unintegrated)", "Harmony"],
@@ -33,6 +33,8 @@ def test_run_benchmark_scores_every_method(reference, tmp_path, monkeypatch):
             dataset="pbmc",
             save_dir=tmp_path / "new" / "folder",  # created on demand
         )
+    skipped = [w for w in caught if "Harmony skipped" in str(w.message)]
+    assert skipped[0].filename == __file__  # the warning points at the caller's line
     expected = ["SCALEX", "scVI", "PCA (unintegrated)", "Harmony", "random"]
     assert list(table["method"]) == expected
     status = table.set_index("method")["status"]
@@ -48,6 +50,19 @@ def test_run_benchmark_scores_every_method(reference, tmp_path, monkeypatch):
     assert (tmp_path / "new" / "folder" / "benchmark_pbmc.csv").exists()
     assert (tmp_path / "new" / "folder" / "scib_results.svg").exists()
     assert reference.obs.equals(before.obs) and set(reference.obsm) == set(before.obsm)
+
+
+def test_given_embedding_of_wrong_length_fails_before_any_training(reference, monkeypatch):
+    from scalex_scvi.benchmark import _methods
+
+    def never(*args, **kwargs):
+        raise AssertionError("a method ran")
+
+    monkeypatch.setitem(_methods.METHODS, "SCALEX", never)
+    with pytest.raises(ValueError, match="has 3 rows"):
+        sx.benchmark.run_benchmark(
+            reference, methods=["SCALEX"], prepared=True, embeddings={"x": np.zeros((3, 2))}
+        )
 
 
 def test_run_benchmark_rejects_unknown_methods(reference):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from scalex_scvi import metrics
+from scalex_scvi._report import progress_steps
 from scalex_scvi.pp import preprocess
 
 from ._methods import METHODS, MethodUnavailable, unintegrated_pca
@@ -39,6 +40,7 @@ def run_benchmark(
     seed: int = 0,
     save_dir: str | Path | None = None,
     n_jobs: int = 1,
+    progress_bar: bool = True,
 ) -> pd.DataFrame:
     """Integrate with several methods and score them all the same way.
 
@@ -84,6 +86,8 @@ def run_benchmark(
         written there.
     n_jobs
         Parallel jobs of scib-metrics.
+    progress_bar
+        Show a progress bar over the methods and the scoring.
 
     Returns
     -------
@@ -101,9 +105,23 @@ def run_benchmark(
         adata if prepared else preprocess(adata, batch_key=batch_key, **(preprocess_kwargs or {}))
     )
     method_kwargs = method_kwargs or {}
+    for name, embedding in (embeddings or {}).items():  # checked before any training
+        if len(embedding) != data.n_obs:
+            raise ValueError(f"Embedding {name!r} has {len(embedding)} rows, not {data.n_obs}.")
 
+    with progress_steps([*methods, "scoring"], enabled=progress_bar) as step:
+        found, rows = _run_methods(data, batch_key, methods, method_kwargs, seed, dataset, step)
+        step("scoring")
+        return _score(
+            data, batch_key, label_key, found, rows, embeddings, dataset, seed, save_dir, n_jobs
+        )
+
+
+def _run_methods(data, batch_key, methods, method_kwargs, seed, dataset, step):
+    """Each method's embedding (name → array) and its status, wall time and peak memory."""
     rows, found = [], {}
     for name in methods:
+        step(f"running {name}")
         logger.info("Running %s on %s", name, dataset)
         try:
             with Resources() as used:
@@ -111,16 +129,19 @@ def run_benchmark(
                     data, batch_key, seed=seed, **method_kwargs.get(name, {})
                 )
         except MethodUnavailable as err:
-            warnings.warn(f"{name} skipped: {err}", UserWarning, stacklevel=2)
+            warnings.warn(f"{name} skipped: {err}", UserWarning, stacklevel=3)  # the caller
             rows.append({"method": name, "status": f"skipped: {err}"})
             continue
         found[name] = np.asarray(embedding, dtype=np.float32)
         rows.append(
             {"method": name, "status": "ok", "wall_s": used.wall_s, "peak_mib": used.peak_mib}
         )
+    return found, rows
+
+
+def _score(data, batch_key, label_key, found, rows, embeddings, dataset, seed, save_dir, n_jobs):
+    """Score every embedding (scib-metrics and the paper's metrics) into one tidy table."""
     for name, embedding in (embeddings or {}).items():
-        if len(embedding) != data.n_obs:
-            raise ValueError(f"Embedding {name!r} has {len(embedding)} rows, not {data.n_obs}.")
         found[name] = np.asarray(embedding, dtype=np.float32)
         rows.append({"method": name, "status": "ok (given)"})
 

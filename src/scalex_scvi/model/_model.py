@@ -558,26 +558,9 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """Reconstruction loss: binary cross-entropy summed over features (lower is better).
 
         As :meth:`scvi.model.base.VAEMixin.get_reconstruction_error` (which, for every
-        scvi-tools model, returns the loss itself), with ``adata`` handled as in
-        :meth:`get_elbo`.
-
-        Parameters
-        ----------
-        adata
-            AnnData with the model's features, prepared like the training data, of the
-            model's batches. ``None`` uses the training data.
-        indices
-            Indices of the cells to use. ``None`` uses all.
-        batch_size
-            Cells per forward pass.
-        dataloader
-            Mini-batches to use instead of ``adata`` (passed on to scvi-tools as they are).
-        return_mean
-            Return the mean over cells rather than one value per cell.
-        data_loader_kwargs
-            Further arguments of the data loader.
-        **kwargs
-            Further arguments of the module's forward pass.
+        scvi-tools model, returns the loss itself), with the parameters of :meth:`get_elbo`
+        and ``adata`` handled as there: evaluation mode, features in any order, not modified,
+        cells of the model's batches only.
 
         Returns
         -------
