@@ -231,7 +231,7 @@ def test_normalized_expression(trained, query):
         trained.get_normalized_expression(query)
 
 
-def test_elbo_and_reconstruction_error_of_new_anndata(trained, reference, query):
+def test_elbo_reconstruction_and_marginal_ll_of_new_anndata(trained, reference, query):
     held = reference[:60].copy()  # cells of the model's batches in a fresh, unregistered AnnData
     before = held.copy()
     reordered = held[:, ::-1].copy()
@@ -245,10 +245,13 @@ def test_elbo_and_reconstruction_error_of_new_anndata(trained, reference, query)
     elbo = trained.get_elbo(held)
     # same seed, same sampled latents: -ELBO is the reconstruction loss plus a KL term >= 0
     assert torch.isfinite(elbo) and -elbo > per_cell.mean()
+    marginal = trained.get_marginal_ll(held, n_mc_samples=50)  # importance-weighted bound
+    assert np.isfinite(marginal) and marginal > elbo.item()
     assert_adata_equal(held, before)
     assert "_scvi_uuid" not in held.uns and "_scvi_batch" not in held.obs
-    with pytest.raises(ValueError, match=r"not trained on \(\['3pv1'\]\)"):
-        trained.get_elbo(query)
+    for metric in (trained.get_elbo, trained.get_marginal_ll):
+        with pytest.raises(ValueError, match=r"not trained on \(\['3pv1'\]\)"):
+            metric(query)
     no_batch = query.copy()
     del no_batch.obs["batch"]
     with pytest.raises(ValueError, match="no batch column"):

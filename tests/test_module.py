@@ -156,3 +156,33 @@ def test_sample_shapes(n_samples):
     samples = module.sample(tensors, n_samples=n_samples)
     assert samples.shape == ((5, 8) if n_samples == 1 else (5, 8, n_samples))
     assert set(torch.unique(samples).tolist()) <= {0.0, 1.0}
+
+
+def test_marginal_ll_matches_numerical_integration_over_a_1d_latent():
+    torch.manual_seed(0)
+    module = SCALEXVAE(6, n_batch=2, n_hidden=8, n_latent=1)
+    module.eval()
+    x = torch.rand(4, 6)
+    batch = torch.tensor([[0], [1], [0], [1]])
+    tensors = {REGISTRY_KEYS.X_KEY: x, REGISTRY_KEYS.BATCH_KEY: batch}
+    # log p(x) = log ∫ p(x | z) N(z; 0, 1) dz on a fine grid, p(x | z) = exp(-BCE)
+    grid = torch.linspace(-8, 8, 8001, dtype=torch.float64)
+    step = float(grid[1] - grid[0])
+    exact = []
+    with torch.no_grad():
+        for i in range(len(x)):
+            logits = module.generative(grid[:, None].float(), batch[i].repeat(len(grid)))[
+                "px_logits"
+            ].double()
+            log_px_z = -nn.functional.binary_cross_entropy_with_logits(
+                logits, x[i].double().expand_as(logits), reduction="none"
+            ).sum(-1)
+            log_pz = -0.5 * grid**2 - 0.5 * np.log(2 * np.pi)
+            exact.append(torch.logsumexp(log_px_z + log_pz, 0) + np.log(step))
+    exact = torch.stack(exact).float()
+
+    estimate = module.marginal_ll(tensors, n_mc_samples=20000, n_mc_samples_per_pass=5000)
+    assert estimate.shape == (4,)
+    torch.testing.assert_close(estimate, exact, atol=0.02, rtol=0)
+    mean = module.marginal_ll(tensors, n_mc_samples=2000, return_mean=True)
+    assert isinstance(mean, float) and abs(mean - exact.mean().item()) < 0.05

@@ -577,6 +577,50 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             **kwargs,
         )
 
+    @torch.inference_mode()
+    def get_marginal_ll(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        n_mc_samples: int = 1000,
+        batch_size: int | None = None,
+        return_mean: bool = True,
+        dataloader: Iterator[dict[str, torch.Tensor]] | None = None,
+        data_loader_kwargs: dict | None = None,
+        **kwargs,
+    ) -> float | torch.Tensor:
+        r"""Importance-sampled marginal log-likelihood (higher is better).
+
+        As :meth:`scvi.model.base.VAEMixin.get_marginal_ll` (see
+        :meth:`~scalex_scvi.SCALEXVAE.marginal_ll`), with ``adata`` handled as in
+        :meth:`get_elbo`. At least the ELBO in expectation, closer to :math:`\log p(x)` with
+        more samples.
+
+        Parameters
+        ----------
+        adata, indices, batch_size, dataloader, return_mean, data_loader_kwargs
+            As in :meth:`get_elbo`.
+        n_mc_samples
+            Importance samples per cell.
+        **kwargs
+            Further arguments of :meth:`~scalex_scvi.SCALEXVAE.marginal_ll`.
+
+        Returns
+        -------
+        The mean over cells, or one value per cell.
+        """
+        return self._evaluate(
+            super().get_marginal_ll,
+            adata,
+            indices,
+            batch_size,
+            dataloader,
+            return_mean,
+            data_loader_kwargs,
+            n_mc_samples=n_mc_samples,
+            **kwargs,
+        )
+
     def prepare_query(
         self,
         adata: AnnData,

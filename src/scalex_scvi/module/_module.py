@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -153,6 +154,50 @@ class SCALEXVAE(BaseModuleClass):
             reconstruction_loss=reconstruction_loss,
             kl_local={MODULE_KEYS.KL_Z_KEY: kl_z},
         )
+
+    @torch.inference_mode()
+    def marginal_ll(
+        self,
+        tensors: dict[str, torch.Tensor],
+        n_mc_samples: int,
+        return_mean: bool = False,
+        n_mc_samples_per_pass: int = 1,
+    ) -> torch.Tensor | float:
+        r"""Importance-sampled estimate of each cell's :math:`\log p(x)`, as scvi-tools' VAE.
+
+        :math:`\log \frac{1}{K} \sum_k p(x \mid z_k)\, p(z_k) / q(z_k \mid x)` with
+        :math:`z_k \sim q(z \mid x)`, where :math:`\log p(x \mid z)` is minus the binary
+        cross-entropy summed over features (the reconstruction term of the loss). Used by
+        :meth:`~scvi.model.base.VAEMixin.get_marginal_ll`.
+
+        Parameters
+        ----------
+        tensors
+            Mini-batch of the data loader.
+        n_mc_samples
+            Number of importance samples :math:`K`.
+        return_mean
+            Return the mean over cells instead of one value per cell.
+        n_mc_samples_per_pass
+            Samples drawn per forward pass (memory against speed).
+        """
+        x = tensors[REGISTRY_KEYS.X_KEY].to(self.device)
+        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(self.device)
+        per_pass = max(1, min(n_mc_samples_per_pass, n_mc_samples))
+        terms = []
+        for start in range(0, n_mc_samples, per_pass):
+            n_samples = min(per_pass, n_mc_samples - start)
+            inference = self.inference(x, n_samples=n_samples)
+            qz, z = inference[MODULE_KEYS.QZ_KEY], inference[MODULE_KEYS.Z_KEY]
+            z = z if n_samples > 1 else z.unsqueeze(0)  # (n_samples, n_cells, n_latent)
+            logits = self.generative(z, batch_index)[LOGITS_KEY]
+            log_px_z = -F.binary_cross_entropy_with_logits(
+                logits, x.expand_as(logits), reduction="none"
+            ).sum(-1)
+            log_pz = Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(-1)
+            terms.append(log_px_z + log_pz - qz.log_prob(z).sum(-1))
+        log_lkl = torch.logsumexp(torch.cat(terms), dim=0) - math.log(n_mc_samples)
+        return log_lkl.mean().item() if return_mean else log_lkl.cpu()
 
     @torch.inference_mode()
     def sample(self, tensors: dict[str, torch.Tensor], n_samples: int = 1) -> torch.Tensor:
