@@ -282,3 +282,9 @@ def test_projection_does_not_leak_registrations(trained, query):
 def test_one_cell_query(trained, query):
     z = trained.get_latent_representation(query[:1].copy())
     assert z.shape == (1, 10) and np.isfinite(z).all()
+
+
+def test_view_anndata_setup(trained, capsys):
+    trained.view_anndata_setup()  # scvi-tools' own table of the registration
+    shown = capsys.readouterr().out
+    assert "Summary Statistics" in shown and "3pv2" in shown

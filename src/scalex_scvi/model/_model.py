@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import rich.pretty  # noqa: F401  scvi-tools 1.4.2's view_anndata_setup calls it unimported
 import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
