@@ -288,3 +288,30 @@ def test_view_anndata_setup(trained, capsys):
     trained.view_anndata_setup()  # scvi-tools' own table of the registration
     shown = capsys.readouterr().out
     assert "Summary Statistics" in shown and "3pv2" in shown
+
+
+def test_aggregated_posterior_and_differential_abundance_of_a_query(trained, query):
+    before = query.copy()
+    posterior = trained.get_aggregated_posterior(query, dof=None)  # an unseen batch
+    locations = posterior.component_distribution.base_dist.loc.cpu().numpy()
+    np.testing.assert_allclose(locations, trained.get_latent_representation(query), atol=1e-6)
+    subset = trained.get_aggregated_posterior(query, indices=[0, 2])
+    assert subset.component_distribution.base_dist.loc.shape == (2, 10)
+
+    log_probs = trained.differential_abundance(query, sample_key="cell_type")
+    types = query.obs["cell_type"].astype(str)
+    assert log_probs.shape == (query.n_obs, types.nunique())
+    assert list(log_probs.index) == list(query.obs_names)
+    latent = torch.tensor(trained.get_latent_representation(query))
+    for name in ("B", "T_CD4"):  # each column: the log density under that type's mixture
+        cells = np.flatnonzero(types == name)
+        mixture = trained.get_aggregated_posterior(query, indices=cells, dof=None)
+        expected = mixture.log_prob(latent).numpy()
+        np.testing.assert_allclose(log_probs[name].to_numpy(), expected, rtol=1e-5)
+    pd.testing.assert_frame_equal(query.obsm["da_log_probs"], log_probs)
+    del query.obsm["da_log_probs"]  # scvi-tools' one documented change to the AnnData
+    assert_adata_equal(query, before)
+    with pytest.raises(KeyError, match="sample_key"):
+        trained.differential_abundance(query, sample_key="nope")
+    with pytest.raises(ValueError, match="must be 'running'"):
+        trained.get_latent_representation(dataloader=[], batch_norm="per_batch")

@@ -265,6 +265,7 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         return_dist: bool = False,
         batch_norm: Literal["running", "per_batch"] | HiddenStatistics = "running",
+        dataloader: Iterator[dict[str, torch.Tensor]] | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         r"""Embed cells with the frozen encoder.
 
@@ -299,6 +300,10 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             * :class:`~scalex_scvi.model.HiddenStatistics` named by batch: these statistics
               for the cells of those batches, the running ones for the others (as computed
               by :func:`scalex_scvi.tl.balanced_latent`).
+        dataloader
+            Mini-batches of a data loader of this model to embed instead of ``adata`` (as in
+            scvi-tools, whose :meth:`get_aggregated_posterior` passes one); running statistics
+            only.
 
         Returns
         -------
@@ -313,6 +318,10 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 f"not {batch_norm!r}."
             )
         self.module.eval()
+        if dataloader is not None:
+            if explicit or batch_norm != "running":
+                raise ValueError("With a dataloader, batch_norm must be 'running'.")
+            return self._embed(dataloader, None, give_mean, return_dist)
         with self._registered(adata) as registered:
             by_code = None  # (mean, var) per batch code of the registry
             if explicit:
@@ -326,20 +335,29 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
                         stats.names[big], stats.mean[big], stats.var[big], stats.n_effective[big]
                     ),
                 )
-            means, variances = [], []
-            for tensors in self._data_loader(registered, indices, batch_size):
-                cell_stats = None
-                if by_code is not None:
-                    codes = tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).long()
-                    cell_stats = (by_code[0][codes], by_code[1][codes])
-                outputs = self.module.inference(
-                    tensors[REGISTRY_KEYS.X_KEY], hidden_stats=cell_stats
-                )
-                if return_dist or give_mean:
-                    means.append(outputs[MODULE_KEYS.QZM_KEY].cpu())
-                    variances.append(outputs[MODULE_KEYS.QZV_KEY].cpu())
-                else:
-                    means.append(outputs[MODULE_KEYS.Z_KEY].cpu())
+            loader = self._data_loader(registered, indices, batch_size)
+            return self._embed(loader, by_code, give_mean, return_dist)
+
+    def _embed(
+        self,
+        loader: Iterator[dict[str, torch.Tensor]],
+        by_code: tuple[torch.Tensor, torch.Tensor] | None,
+        give_mean: bool,
+        return_dist: bool,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Encode the loader's mini-batches (hidden statistics per batch code, if given)."""
+        means, variances = [], []
+        for tensors in loader:
+            cell_stats = None
+            if by_code is not None:
+                codes = tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).long()
+                cell_stats = (by_code[0][codes], by_code[1][codes])
+            outputs = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], hidden_stats=cell_stats)
+            if return_dist or give_mean:
+                means.append(outputs[MODULE_KEYS.QZM_KEY].cpu())
+                variances.append(outputs[MODULE_KEYS.QZV_KEY].cpu())
+            else:
+                means.append(outputs[MODULE_KEYS.Z_KEY].cpu())
         if return_dist:
             return torch.cat(means).numpy(), torch.cat(variances).numpy()
         return torch.cat(means).numpy()
@@ -622,6 +640,93 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
             **kwargs,
         )
 
+    @torch.inference_mode()
+    def get_aggregated_posterior(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        dof: float | None = 3.0,
+    ) -> torch.distributions.Distribution:
+        """Mixture of the cells' posteriors, as scvi-tools' ``get_aggregated_posterior``.
+
+        See :meth:`scvi.model.base.VAEMixin.get_aggregated_posterior`. ``adata`` is used as
+        in :meth:`get_latent_representation` (any batch, features in any order, not
+        modified); running statistics. One component per cell, centred on its posterior mean
+        (scvi-tools 1.4.2 takes the posterior variance as the components' scale).
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features, prepared like the training data. ``None`` uses
+            the training data.
+        indices
+            Indices of the cells to use. ``None`` uses all.
+        batch_size
+            Cells per forward pass.
+        dof
+            Degrees of freedom of Student's t components; ``None``: normal components.
+
+        Returns
+        -------
+        A :class:`torch.distributions.MixtureSameFamily` over the latent space.
+        """
+        indices = None if indices is None else np.asarray(indices)
+        with self._registered(adata) as registered:
+            return super().get_aggregated_posterior(
+                registered, indices=indices, batch_size=batch_size, dof=dof
+            )
+
+    @torch.inference_mode()
+    def differential_abundance(
+        self,
+        adata: AnnData | None = None,
+        sample_key: str | None = None,
+        batch_size: int = 128,
+        num_cells_posterior: int | None = None,
+        dof: float | None = None,
+    ) -> pd.DataFrame:
+        """Log density of each cell under each sample's aggregated posterior.
+
+        :meth:`scvi.model.base.VAEMixin.differential_abundance` in the SCALEX space, with
+        ``adata`` used as in :meth:`get_latent_representation` (any batch, features in any
+        order, not modified).
+
+        Parameters
+        ----------
+        adata
+            AnnData with the model's features, prepared like the training data. ``None`` uses
+            the training data.
+        sample_key
+            Column of ``adata.obs`` with the samples to compare.
+        batch_size
+            Cells per forward pass.
+        num_cells_posterior
+            At most this many cells per sample (drawn with numpy's global random state) form
+            its aggregated posterior.
+        dof
+            Degrees of freedom of Student's t components; ``None``: normal components.
+
+        Returns
+        -------
+        DataFrame of cells × samples, also stored in ``adata.obsm["da_log_probs"]`` as
+        scvi-tools does (the only change to ``adata``).
+        """
+        data = self.adata if adata is None else adata
+        if sample_key is None or sample_key not in data.obs:
+            raise KeyError(f"sample_key must be a column of adata.obs, not {sample_key!r}.")
+        with self._registered(adata, obs_keys=[sample_key]) as registered:
+            super().differential_abundance(
+                registered,
+                sample_key=sample_key,
+                batch_size=batch_size,
+                num_cells_posterior=num_cells_posterior,
+                dof=dof,
+            )
+            log_probs = registered.obsm["da_log_probs"]
+        data.obsm["da_log_probs"] = log_probs
+        return log_probs
+
     def prepare_query(
         self,
         adata: AnnData,
@@ -784,18 +889,20 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         return adata.X if layer is None else adata.layers[layer]
 
     @contextmanager
-    def _registered(self, adata: AnnData | None) -> Iterator[AnnData]:
+    def _registered(
+        self, adata: AnnData | None, obs_keys: Sequence[str] = ()
+    ) -> Iterator[AnnData]:
         """Yield ``adata`` registered with this model, without touching the caller's object.
 
         The training data are used as registered. Any other AnnData is wrapped in a light
         AnnData that shares its matrix (features reordered to the model's when needed), carries
-        only the batch column (a placeholder when missing) and is registered with unseen batch
-        categories allowed; the registration is dropped afterwards.
+        only the batch column (a placeholder when missing) and the ``obs_keys`` columns, and is
+        registered with unseen batch categories allowed; the registration is dropped afterwards.
         """
         if adata is None or adata is self.adata:
             yield self._validate_anndata(adata)
             return
-        light = self._light_copy(adata)
+        light = self._light_copy(adata, obs_keys)
         with warnings.catch_warnings():
             # scvi warns about batches with < 3 cells, which matters for training only
             warnings.filterwarnings("ignore", message=".*fewer than 3 cells", category=UserWarning)
@@ -813,7 +920,7 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
         finally:
             self.deregister_manager(light)
 
-    def _light_copy(self, adata: AnnData) -> AnnData:
+    def _light_copy(self, adata: AnnData, obs_keys: Sequence[str] = ()) -> AnnData:
         """An AnnData sharing ``adata``'s matrix, with the model's features and batch column."""
         features = self.feature_names
         matrix = self._registered_matrix(adata)
@@ -837,6 +944,8 @@ class SCALEX(VAEMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 obs[batch_key] = adata.obs[batch_key].astype(str).to_numpy()
             else:
                 obs[batch_key] = NO_BATCH_CATEGORY
+        for key in obs_keys:
+            obs[key] = adata.obs[key].to_numpy()
         var = pd.DataFrame(index=features)
         layer = self.registry_["setup_args"]["layer"]
         if layer is None:
