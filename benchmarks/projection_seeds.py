@@ -18,6 +18,7 @@ over). Each row records where it ran (``device``).
 
     python benchmarks/projection_seeds.py [--splits pbmc_3pv1 ...] [--seeds 0 1 2] [--jobs 1]
         [--kl-weight 0.02]   # add SCALEX arms trained with that KL weight (scArches rows reused)
+    python benchmarks/projection_seeds.py --report   # rewrite the tables from the CSV only
 
 Run one job at a time on a 2-core machine (two torch trainings side by side slow each other
 down many times over); ``--jobs`` is for machines with more cores.
@@ -141,6 +142,7 @@ def summarise(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             paired = group[[arm, SCARCHES]].dropna()
             if paired.empty:
                 continue
+            low, high = paired_interval(paired[arm] - paired[SCARCHES])
             rows.append(
                 {
                     "split": split,
@@ -149,6 +151,8 @@ def summarise(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "macro-F1 SCALEX (mean)": paired[arm].mean(),
                     "macro-F1 scArches (mean)": paired[SCARCHES].mean(),
                     "difference (mean)": (paired[arm] - paired[SCARCHES]).mean(),
+                    "difference 95% interval": f"[{low:+.4f}, {high:+.4f}]",
+                    "over seeds": verdict(low, high),
                     "seeds where SCALEX >= scArches": int((paired[arm] >= paired[SCARCHES]).sum()),
                     "SCALEX >= scArches (mean)": paired[arm].mean() >= paired[SCARCHES].mean(),
                     "ran on": ", ".join(
@@ -158,6 +162,33 @@ def summarise(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             )
     return summary, pd.DataFrame(rows)
 
+
+def paired_interval(differences: pd.Series) -> tuple[float, float]:
+    """95% t-interval of the mean of paired per-seed differences (nan with one seed)."""
+    from scipy import stats
+
+    n = len(differences)
+    if n < 2:
+        return float("nan"), float("nan")
+    half = stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / n**0.5
+    return differences.mean() - half, differences.mean() + half
+
+
+def verdict(low: float, high: float) -> str:
+    """Where the interval of SCALEX minus scArches lies: above, below or across zero."""
+    if low > 0:
+        return "above"
+    if high < 0:
+        return "below"
+    return "not distinguishable" if low == low else "one seed"
+
+
+INTERVAL_NOTE = (
+    "The 95% interval is a t-interval over seeds of the paired difference (SCALEX minus "
+    "scArches on the same split and seed); `over seeds` says whether it lies above zero, below "
+    "zero or across it. With 3 to 5 seeds the intervals are wide: 'not distinguishable' means "
+    "that these seeds cannot tell the two apart, not that they are equal.\n\n"
+)
 
 KL_NOTE = (
     "Methods named with a `kl_weight` train SCALEX with that weight of the KL term "
@@ -172,7 +203,13 @@ FORCED_NOTE = (
 
 
 def write_report(table: pd.DataFrame, out: Path, args: argparse.Namespace) -> None:
-    table.to_csv(out / "projection_seeds.csv", index=False)
+    kept_provenance = ""
+    if args.report:  # the provenance of the last run, up to any earlier rewrite note
+        previous = (out / "projection_seeds.md").read_text()
+        kept_provenance = previous[previous.index("## Provenance") :]
+        kept_provenance = kept_provenance.split("\nThe tables were last rewritten")[0]
+    else:
+        table.to_csv(out / "projection_seeds.csv", index=False)
     summary, versus = summarise(table)
     with open(out / "projection_seeds.md", "w") as fh:
         fh.write("# Label transfer over seeds: SCALEX projection against scArches\n\n")
@@ -191,11 +228,15 @@ def write_report(table: pd.DataFrame, out: Path, args: argparse.Namespace) -> No
         if len(versus):
             for arm, rows in versus.groupby("SCALEX arm", sort=False):
                 met = int(rows["SCALEX >= scArches (mean)"].sum())
+                counts = rows["over seeds"].value_counts()
                 fh.write(
                     f"- {arm} ({arm_statistics(arm)}): mean macro-F1 at least "
-                    f"scArches' on **{met} of {len(rows)}** splits.\n"
+                    f"scArches' on **{met} of {len(rows)}** splits; over seeds above on "
+                    f"{counts.get('above', 0)}, below on {counts.get('below', 0)}, not "
+                    f"distinguishable on {counts.get('not distinguishable', 0)}.\n"
                 )
             fh.write("\n" + versus.round(4).to_markdown(index=False) + "\n\n")
+            fh.write(INTERVAL_NOTE)
         notes = out / NOTES_FILE  # hand-written notes on how the rows came about
         if notes.exists():
             fh.write(notes.read_text() + "\n")
@@ -206,7 +247,14 @@ def write_report(table: pd.DataFrame, out: Path, args: argparse.Namespace) -> No
             fh.write("\n".join(lines) + "\n\n")
         fh.write("Mean and standard deviation over seeds:\n\n")
         fh.write(summary.round(4).to_markdown(index=False) + "\n\n")
-        fh.write(provenance({"device": f"{_device()}, {args.jobs} worker processes"}))
+        if args.report:  # keep the provenance of the runs; say when the tables were rewritten
+            fh.write(kept_provenance)
+            fh.write(
+                "\nThe tables were last rewritten from projection_seeds.csv without new runs:\n\n"
+            )
+            fh.write(provenance().replace("## Provenance", "### Rewrite"))
+        else:
+            fh.write(provenance({"device": f"{_device()}, {args.jobs} worker processes"}))
 
 
 def _device() -> str:
@@ -235,8 +283,15 @@ def main() -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="ignore the rows of an existing projection_seeds.csv"
     )
+    parser.add_argument(
+        "--report", action="store_true", help="rewrite the report from the CSV, run nothing"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        table = pd.read_csv(args.out / "projection_seeds.csv")
+        write_report(table.sort_values(["split", "method", "seed"]), args.out, args)
+        return
     rows: list[dict] = []
     have: dict[tuple[str, int], set[str]] = defaultdict(set)
     previous = args.out / "projection_seeds.csv"
