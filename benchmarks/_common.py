@@ -35,6 +35,32 @@ def read(name: str) -> ad.AnnData:
     return ad.read_h5ad(path)
 
 
+def difference_interval(a, b, paired: bool) -> tuple[float, float, float]:
+    """Mean difference of ``a`` and ``b`` with its 95% t-interval (nan with one value).
+
+    ``paired``: ``a`` and ``b`` are matched (same split and seed), the interval is that of the
+    mean of ``a - b``; otherwise Welch's interval of ``mean(a) - mean(b)``.
+    """
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    difference = float((a - b).mean() if paired else a.mean() - b.mean())
+    if min(len(a), len(b)) < 2:
+        return difference, float("nan"), float("nan")
+    test = stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(0.95)
+    return difference, float(interval.low), float(interval.high)
+
+
+def interval_verdict(low: float, high: float) -> str:
+    """Where an interval of a difference lies: above, below or across zero."""
+    if low > 0:
+        return "above"
+    if high < 0:
+        return "below"
+    return "not distinguishable" if low == low else "one seed"
+
+
 def versions() -> dict[str, str]:
     found = package_versions(BENCH_PACKAGES)
     found.pop("python")  # reported with the machine

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import RESULTS, provenance
+from _common import RESULTS, difference_interval, interval_verdict, provenance
 from projection import SCALEX_ARMS, forced_label_summary
 
 SCARCHES = "scArches (scVI)"
@@ -142,7 +142,7 @@ def summarise(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             paired = group[[arm, SCARCHES]].dropna()
             if paired.empty:
                 continue
-            low, high = paired_interval(paired[arm] - paired[SCARCHES])
+            _, low, high = difference_interval(paired[arm], paired[SCARCHES], paired=True)
             rows.append(
                 {
                     "split": split,
@@ -152,7 +152,7 @@ def summarise(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "macro-F1 scArches (mean)": paired[SCARCHES].mean(),
                     "difference (mean)": (paired[arm] - paired[SCARCHES]).mean(),
                     "difference 95% interval": f"[{low:+.4f}, {high:+.4f}]",
-                    "over seeds": verdict(low, high),
+                    "over seeds": interval_verdict(low, high),
                     "seeds where SCALEX >= scArches": int((paired[arm] >= paired[SCARCHES]).sum()),
                     "SCALEX >= scArches (mean)": paired[arm].mean() >= paired[SCARCHES].mean(),
                     "ran on": ", ".join(
@@ -161,26 +161,6 @@ def summarise(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 }
             )
     return summary, pd.DataFrame(rows)
-
-
-def paired_interval(differences: pd.Series) -> tuple[float, float]:
-    """95% t-interval of the mean of paired per-seed differences (nan with one seed)."""
-    from scipy import stats
-
-    n = len(differences)
-    if n < 2:
-        return float("nan"), float("nan")
-    half = stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / n**0.5
-    return differences.mean() - half, differences.mean() + half
-
-
-def verdict(low: float, high: float) -> str:
-    """Where the interval of SCALEX minus scArches lies: above, below or across zero."""
-    if low > 0:
-        return "above"
-    if high < 0:
-        return "below"
-    return "not distinguishable" if low == low else "one seed"
 
 
 INTERVAL_NOTE = (
