@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from scalex_scvi.model import HiddenStatistics
-from scalex_scvi.model._model import MIN_BATCH_NORM_CELLS, NO_BATCH_CATEGORY
+from scalex_scvi.model._constants import MIN_BATCH_NORM_CELLS, NO_BATCH_CATEGORY
 
 from ._label_transfer import UNKNOWN
 
