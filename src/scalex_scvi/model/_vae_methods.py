@@ -230,6 +230,8 @@ class VAEMethodsMixin(VAEMixin):
         scvi-tools does (the only change to ``adata``).
         """
         data = self.adata if adata is None else adata
+        if data is None:
+            raise ValueError("This model was loaded without data; pass adata.")
         if sample_key is None or sample_key not in data.obs:
             raise KeyError(f"sample_key must be a column of adata.obs, not {sample_key!r}.")
         with self._registered(adata, obs_keys=[sample_key]) as registered:
