@@ -18,7 +18,7 @@ from ._methods import METHODS, MethodUnavailable, unintegrated_pca
 from ._resources import Resources
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from anndata import AnnData
 
@@ -117,7 +117,15 @@ def run_benchmark(
         )
 
 
-def _run_methods(data, batch_key, methods, method_kwargs, seed, dataset, step):
+def _run_methods(
+    data: AnnData,
+    batch_key: str,
+    methods: Sequence[str],
+    method_kwargs: dict[str, dict],
+    seed: int,
+    dataset: str,
+    step: Callable[[str], None],
+) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Each method's embedding (name → array) and its status, wall time and peak memory."""
     rows, found = [], {}
     for name in methods:
@@ -139,7 +147,18 @@ def _run_methods(data, batch_key, methods, method_kwargs, seed, dataset, step):
     return found, rows
 
 
-def _score(data, batch_key, label_key, found, rows, embeddings, dataset, seed, save_dir, n_jobs):
+def _score(
+    data: AnnData,
+    batch_key: str,
+    label_key: str,
+    found: dict[str, np.ndarray],
+    rows: list[dict],
+    embeddings: dict[str, np.ndarray] | None,
+    dataset: str,
+    seed: int,
+    save_dir: str | Path | None,
+    n_jobs: int,
+) -> pd.DataFrame:
     """Score every embedding (scib-metrics and the paper's metrics) into one tidy table."""
     for name, embedding in (embeddings or {}).items():
         found[name] = np.asarray(embedding, dtype=np.float32)
