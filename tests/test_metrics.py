@@ -96,6 +96,19 @@ def test_clustering_and_lisi_on_separated_types():
     assert lisi["clisi"] > 0.95 and lisi["ilisi"] > 0.8
 
 
+def test_leiden_from_8192_cells_where_scanpy_searches_with_pynndescent():
+    # scanpy 1.11 failed on pynndescent 0.7's csr_array output from 8,192 cells on
+    from scalex_scvi._scanpy_compat import PYNNDESCENT_FROM
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=5, size=(4, 10))
+    labels = np.repeat(np.arange(4), PYNNDESCENT_FROM // 4 + 50)
+    data = centers[labels] + rng.normal(size=(len(labels), 10))
+    assert len(labels) >= PYNNDESCENT_FROM
+    leiden = sx.metrics.leiden_ari_nmi(data, labels.astype(str), use_rep=None)
+    assert leiden["leiden_ari"] == pytest.approx(1.0) and leiden["n_leiden_clusters"] == 4
+
+
 def test_scib_benchmark_without_shared_cell_types():
     # no cell type in both batches (the partial-overlap series at 0 shared types)
     rng = np.random.default_rng(0)

@@ -139,10 +139,12 @@ def _figures(
 def _umap(combined: ad.AnnData, path: Path) -> None:
     import matplotlib as mpl
 
+    from scalex_scvi._scanpy_compat import neighbors
+
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 
-    sc.pp.neighbors(combined, use_rep=LATENT_KEY, n_neighbors=30, random_state=0)
+    neighbors(combined, use_rep=LATENT_KEY, n_neighbors=30, random_state=0)
     sc.tl.umap(combined, min_dist=0.1, random_state=0)
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     sc.pl.umap(combined, color="batch", ax=axes[0], show=False, title="batch (chemistry)")

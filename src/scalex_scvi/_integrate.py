@@ -393,7 +393,9 @@ def _load_projection(path: str | Path) -> tuple[SCALEX, ad.AnnData | None]:
 
 
 def _umap_and_leiden(adata: ad.AnnData, seed: int) -> None:
-    sc.pp.neighbors(adata, n_neighbors=30, use_rep=LATENT_KEY, random_state=seed)
+    from scalex_scvi._scanpy_compat import neighbors
+
+    neighbors(adata, use_rep=LATENT_KEY, n_neighbors=30, random_state=seed)
     sc.tl.umap(adata, min_dist=0.1, random_state=seed)
     sc.tl.leiden(adata, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
     adata.obsm[UMAP_KEY] = adata.obsm["X_umap"]

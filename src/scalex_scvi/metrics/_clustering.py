@@ -50,16 +50,19 @@ def leiden_ari_nmi(
 ) -> dict[str, float]:
     """ARI and NMI between Leiden clusters of the embedding and the labels (the paper's protocol).
 
-    The kNN graph and Leiden clusters are computed by scanpy (:func:`scanpy.pp.neighbors`,
+    The kNN graph and Leiden clusters are computed by scanpy (:func:`scanpy.pp.neighbors`, also
+    from 8,192 cells on, see ``scalex_scvi._scanpy_compat``;
     :func:`scanpy.tl.leiden` with the igraph implementation) on a private AnnData.
     """
     import scanpy as sc
+
+    from scalex_scvi._scanpy_compat import neighbors
 
     embedding = _embedding(data, use_rep)
     label = _annotation(data, labels, "labels")
     tmp = AnnData(obs=pd.DataFrame(index=np.arange(len(label)).astype(str)))
     tmp.obsm["X_emb"] = np.asarray(embedding, dtype=np.float32)
-    sc.pp.neighbors(tmp, use_rep="X_emb", n_neighbors=n_neighbors, random_state=seed)
+    neighbors(tmp, use_rep="X_emb", n_neighbors=n_neighbors, random_state=seed)
     sc.tl.leiden(
         tmp,
         resolution=resolution,
