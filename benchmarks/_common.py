@@ -58,7 +58,7 @@ def interval_verdict(low: float, high: float) -> str:
         return "above"
     if high < 0:
         return "below"
-    return "not distinguishable" if low == low else "one seed"
+    return "one seed" if np.isnan(low) else "not distinguishable"
 
 
 def versions() -> dict[str, str]:
