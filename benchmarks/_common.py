@@ -19,6 +19,18 @@ from scalex_scvi._report import package_versions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
+# the scores and costs the panel reports shown per method (panel.md, atac.md)
+SCORE_COLUMNS = [
+    "Total",
+    "Batch correction",
+    "Bio conservation",
+    "batch_entropy_mixing",
+    "over_correction",
+    "leiden_ari",
+    "leiden_nmi",
+    "wall_s",
+    "peak_mib",
+]
 # packages the benchmarks use beyond the runtime dependencies
 BENCH_PACKAGES = ("jax", "umap-learn", "harmonypy", "scanorama")
 

@@ -31,22 +31,10 @@ import torch
 
 import scalex_scvi as sx
 
-from _common import RESULTS, provenance, read
+from _common import RESULTS, SCORE_COLUMNS, provenance, read
 
 FILE = "granja2019_bmmc_scatac_10kpeaks.h5ad"
-COLUMNS = [
-    "method",
-    "status",
-    "Total",
-    "Batch correction",
-    "Bio conservation",
-    "batch_entropy_mixing",
-    "over_correction",
-    "leiden_ari",
-    "leiden_nmi",
-    "wall_s",
-    "peak_mib",
-]
+COLUMNS = ["method", "status", *SCORE_COLUMNS]
 
 
 def main() -> None:

@@ -49,7 +49,14 @@ import torch
 
 import scalex_scvi as sx
 
-from _common import RESULTS, difference_interval, interval_verdict, provenance, read
+from _common import (
+    RESULTS,
+    SCORE_COLUMNS,
+    difference_interval,
+    interval_verdict,
+    provenance,
+    read,
+)
 from _original import run as run_original
 from scaling import DATASETS
 
@@ -439,20 +446,7 @@ def plot_totals(table: pd.DataFrame) -> None:
 def write_report(table: pd.DataFrame, seed: int, earlier: str = "") -> None:
     """Write panel.{md,csv} and the plot; ``earlier``: text on rows from an earlier run."""
     table.to_csv(RESULTS / "panel.csv", index=False)
-    main = [
-        "dataset",
-        "method",
-        "Total",
-        "Batch correction",
-        "Bio conservation",
-        "batch_entropy_mixing",
-        "over_correction",
-        "leiden_ari",
-        "leiden_nmi",
-        "wall_s",
-        "peak_mib",
-        "iterations_per_s",
-    ]
+    main = ["dataset", "method", *SCORE_COLUMNS, "iterations_per_s"]
     ttq = time_to_quality(table)
     checks = []
     for dataset, group in table.groupby("dataset"):
