@@ -10,9 +10,9 @@ the unintegrated PCA, Harmony and Scanorama with scib-metrics and the paper's me
 
 Budgets (set so that the run fits in about half an hour on 2 CPU cores; every other setting
 is the package's or scvi-tools'): SCALEX ``--iterations`` (default 8,000, no early stopping;
-about 16 iterations per second with ~10,000 peaks here), scVI ``--scvi-epochs`` (default 100,
+about 14 iterations per second with ~10,000 peaks here), scVI ``--scvi-epochs`` (default 100,
 negative binomial on the binary peaks as on counts, the settings of ``run_benchmark``;
-scvi-tools' heuristic would give 400 epochs, about 42 minutes). The original package is not
+scvi-tools' heuristic would give 400 epochs, about 48 minutes). The original package is not
 run here (its default budget, 30,000 iterations, would take over an hour on this machine).
 
 Writes benchmarks/results/atac.{md,csv} and scib-metrics' table in results/panel_tables/atac.
