@@ -311,12 +311,18 @@ SEEDS_NOTE = (
 )
 
 
+def totals_by_base(table: pd.DataFrame) -> pd.DataFrame:
+    """Each row's dataset, method and Total, with its method without the seed and that seed."""
+    rows = table[["dataset", "method", "Total"]].copy()
+    rows[["base", "seed"]] = rows["method"].apply(lambda m: pd.Series(base_method(m)))
+    return rows
+
+
 def seed_table(table: pd.DataFrame) -> pd.DataFrame:
     """Total per dataset, main method and seed, for the datasets where a main method has
     another seed than the main run's."""
     mains = ["SCALEX", "SCALEX" + PER_BATCH, "scVI", ORIGINAL]
-    rows = table[["dataset", "method", "Total"]].copy()
-    rows[["base", "seed"]] = rows["method"].apply(lambda m: pd.Series(base_method(m)))
+    rows = totals_by_base(table)
     rows = rows[rows["base"].isin(mains)]
     several = rows.groupby("dataset")["seed"].transform("max") > 0
     wide = rows[several].pivot_table(index=["dataset", "base"], columns="seed", values="Total")
@@ -338,8 +344,7 @@ SEED_DIFFERENCES_NOTE = (
 def seed_differences(table: pd.DataFrame) -> pd.DataFrame:
     """Per dataset with several seeds: each SCALEX arm minus scVI and the original."""
     mains = ["SCALEX", "SCALEX" + PER_BATCH]
-    rows = table[["dataset", "method", "Total"]].copy()
-    rows[["base", "seed"]] = rows["method"].apply(lambda m: pd.Series(base_method(m)))
+    rows = totals_by_base(table)
     out = []
     for dataset, group in rows.groupby("dataset"):
         if group["seed"].max() == 0:

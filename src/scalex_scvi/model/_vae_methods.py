@@ -243,7 +243,8 @@ class VAEMethodsMixin(VAEMixin):
                 dof=dof,
             )
             log_probs = registered.obsm["da_log_probs"]
-        data.obsm["da_log_probs"] = log_probs
+        if registered is not data:  # scvi-tools stored it on the light copy
+            data.obsm["da_log_probs"] = log_probs
         return log_probs
 
     def _evaluate(
