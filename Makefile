@@ -45,6 +45,9 @@ PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--add-budgets defaults --batch-norm running per_batch --seed 2" \
 	"--add-peers scVI original --seed 2" \
 	"--add-budgets defaults 8000 --kl-weight 0.02"
+# further SCALEX rows appended to the scATAC-seq panel (see atac.md)
+ATAC_EXTRA = "--add-budgets defaults" "--add-budgets 8000 --peaks normalised" \
+	"--add-budgets defaults --peaks normalised"
 # further SCALEX rows appended to the partial-overlap series (see partial_overlap.md)
 PARTIAL_EXTRA = "--iterations 2000" "--iterations 8000" "--iterations 2000 --kl-weight 0.02" \
 	"--iterations 8000 --kl-weight 0.02"
@@ -52,6 +55,7 @@ PARTIAL_EXTRA = "--iterations 2000" "--iterations 8000" "--iterations 2000 --kl-
 bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DIR); results in benchmarks/results
 	cd benchmarks && for script in $(BENCHMARKS); do ../$(BIN)/python $$script.py || exit 1; done
 	cd benchmarks && for extra in $(PANEL_EXTRA); do ../$(BIN)/python panel.py $$extra || exit 1; done
+	cd benchmarks && for extra in $(ATAC_EXTRA); do ../$(BIN)/python atac.py $$extra || exit 1; done
 	cd benchmarks && for extra in $(PARTIAL_EXTRA); do ../$(BIN)/python partial_overlap.py \
 		--methods SCALEX --reuse results/partial_overlap.csv $$extra || exit 1; done
 	cd benchmarks && ../$(BIN)/python partial_overlap.py --seed 1 --iterations 8000 \

@@ -42,9 +42,9 @@ import pandas as pd
 import torch
 
 import scalex_scvi as sx
-from panel import scalex_name
 
 from _common import RESULTS, provenance, read
+from panel import scalex_name
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt

@@ -221,6 +221,37 @@ def test_atac_profile_binarises_and_keeps_frequent_peaks():
     assert frequency[kept].min() >= np.sort(frequency)[-10]
 
 
+def test_atac_profile_without_binarising_normalises_as_the_original():
+    # binarize=False: scanpy's normalize_total + log1p of the peak counts, MaxAbs-scaled; a
+    # query of the same cells prepared with the recipe gets the same values
+    counts = sparse.random(60, 50, density=0.3, random_state=1, format="csr") * 4
+    counts.data = np.ceil(counts.data)
+    adata = sc.AnnData(counts.astype(np.float32))
+    adata.obs["batch"] = pd.Categorical(np.repeat(["a", "b"], 30))
+    out = sx.pp.preprocess(
+        adata, profile="ATAC", min_features=1, min_cells=1, n_top_features=0, binarize=False
+    )
+    expected = adata[:, np.asarray((counts > 0).sum(0)).ravel() > 0].copy()
+    sc.pp.normalize_total(expected, target_sum=1e4)
+    sc.pp.log1p(expected)
+    expected_x = _dense(expected.X) / _dense(expected.X).max(0)
+    np.testing.assert_allclose(_dense(out.X), expected_x, rtol=1e-5)
+    assert len(np.unique(_dense(out.X))) > 2  # not binary
+    recipe = out.uns[sx.pp.RECIPE_KEY]
+    assert recipe["binarize"] is False and recipe["scale"] == "global"
+    query = sx.pp.prepare_query(adata, recipe)
+    np.testing.assert_allclose(_dense(query.X), _dense(out.X), rtol=1e-5)
+    sx.SCALEX.setup_anndata(out, batch_key="batch")  # the model keeps the recipe
+    query = sx.SCALEX(out).prepare_query(adata, batch_key="batch")
+    np.testing.assert_allclose(_dense(query.X), _dense(out.X), rtol=1e-5)
+    # the default (and recipes written before the option existed) binarise
+    binary = sx.pp.preprocess(adata, profile="ATAC", min_features=1, min_cells=1)
+    old_recipe = {k: v for k, v in binary.uns[sx.pp.RECIPE_KEY].items() if k != "binarize"}
+    assert set(np.unique(_dense(sx.pp.prepare_query(adata, old_recipe).X))) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="binarize applies to the ATAC profile"):
+        sx.pp.preprocess(adata, profile="RNA", binarize=False)
+
+
 def test_adt_profile_is_in_unit_range():
     rng = np.random.default_rng(0)
     adata = sc.AnnData(rng.poisson(20, size=(40, 9)).astype(np.float32))

@@ -48,6 +48,7 @@ def preprocess(
     keep_mt: bool = False,
     layer: str | None = None,
     keep_raw: bool = True,
+    binarize: bool | None = None,
 ) -> AnnData:
     """Prepare raw counts for SCALEX, as in :cite:p:`Xiong22`.
 
@@ -58,7 +59,11 @@ def preprocess(
     and MaxAbs-scale to ``[0, 1]``.
 
     ATAC: binarise, filter cells and peaks the same way, keep the ``n_top_features`` most
-    frequently accessible peaks. Binary values need no scaling.
+    frequently accessible peaks. Binary values need no scaling. With ``binarize=False`` the peak
+    counts are instead normalised to ``target_sum`` per cell, log-transformed and MaxAbs-scaled
+    to ``[0, 1]`` as RNA (the same peak selection), as the original package 1.0.4 does; neither
+    was better at every training budget on the shared bone-marrow data
+    (``benchmarks/results/atac.md``).
 
     ADT (proteins): centred log-ratio per cell (non-negative, as Seurat's CLR), keep all
     proteins, MaxAbs-scale to ``[0, 1]``.
@@ -96,6 +101,9 @@ def preprocess(
     keep_raw
         Store the log-normalised values of all genes that passed filtering in ``.raw``, for
         plotting and differential expression (as the original package does).
+    binarize
+        ATAC only: binarise the peak counts (``None``, the default, means ``True``) or, with
+        ``False``, normalise and log-transform them (see above).
 
     Returns
     -------
@@ -109,6 +117,9 @@ def preprocess(
         raise ValueError(f"scale must be 'batch' or 'global', not {scale!r}.")
     if batch_key is not None and batch_key not in adata.obs:
         raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
+    if binarize is not None and profile != "ATAC":
+        raise ValueError(f"binarize applies to the ATAC profile, not to {profile!r}.")
+    binarize = profile == "ATAC" and binarize is not False
     if min_features is None:
         min_features = _DEFAULT_MIN_FEATURES[profile]
     if n_top_features is None:
@@ -117,19 +128,19 @@ def preprocess(
     work = _counts_copy(adata, layer)
     if profile == "RNA":
         work = work[:, kept_features(work.var_names, keep_mt)].copy()
-    if profile == "ATAC":
+    if binarize:
         work.X.data[:] = 1.0
     _filter(work, min_features=min_features, min_cells=min_cells, batch_key=batch_key)
     work.layers["counts"] = work.X.copy()
 
     groups = _groups(work, batch_key)
-    _transform(work, profile, target_sum)
+    _transform(work, profile, target_sum, binarize)
     if keep_raw:
         work.raw = work
 
     work = _select_features(work, n_top_features, profile, batch_key, groups)
     feature_max = column_max(work.X)
-    if profile != "ATAC":
+    if not binarize:
         work.X = maxabs_scale(work.X, groups if scale == "batch" else None)
 
     work.uns[RECIPE_KEY] = {
@@ -138,7 +149,8 @@ def preprocess(
         "min_features": int(min_features),
         "min_cells": int(min_cells),
         "target_sum": float(target_sum),
-        "scale": scale if profile != "ATAC" else "binary",
+        "scale": "binary" if binarize else scale,
+        "binarize": binarize,
         "keep_mt": bool(keep_mt),
         "features": np.asarray(work.var_names, dtype=str),
         "feature_max": feature_max,
@@ -159,10 +171,10 @@ def prepare_query(
     """Prepare raw counts of new cells with the recipe recorded by :func:`preprocess`.
 
     No cell is filtered out (every query cell gets an embedding). The counts are normalised and
-    log-transformed as in training (ATAC: binarised), reindexed to the recipe's features with
-    zeros for features the query lacks, and scaled: with ``scale="batch"`` each query batch by
-    its own maxima (``batch_key``; the whole query when ``None``), with ``scale="global"`` by the
-    reference's maxima, clipped to 1.
+    log-transformed as in training (ATAC: binarised, unless the recipe has ``binarize=False``),
+    reindexed to the recipe's features with zeros for features the query lacks, and scaled: with
+    ``scale="batch"`` each query batch by its own maxima (``batch_key``; the whole query when
+    ``None``), with ``scale="global"`` by the reference's maxima, clipped to 1.
 
     Parameters
     ----------
@@ -208,7 +220,9 @@ def prepare_query(
         )
     else:
         # Only the recipe's features are copied: at atlas scale the full matrix is many GiB.
-        kept = kept_features(names, bool(recipe["keep_mt"])).astype(np.float32)
+        # the genes a cell's total is taken over (ATAC: every peak, none is dropped)
+        keep_all = profile == "ATAC" or bool(recipe["keep_mt"])
+        kept = kept_features(names, keep_all).astype(np.float32)
         blocks, totals = [], []
         for i, block in enumerate(_count_blocks(adata, layer)):
             first = i == 0  # the feature check (and its warning) once
@@ -220,11 +234,11 @@ def prepare_query(
         counts = blocks[0] if len(blocks) == 1 else sparse.vstack(blocks, format="csr")
         del blocks  # at atlas scale each copy of the prepared matrix is GiBs
         values = counts.copy()
-        if profile == "RNA":
-            values = normalize_log(values, np.concatenate(totals), float(recipe["target_sum"]))
-        else:  # ATAC: binarised
+        if _binarized(recipe):
             counts.data[:] = 1.0
             values.data[:] = 1.0
+        else:  # RNA, or ATAC normalised as RNA
+            values = normalize_log(values, np.concatenate(totals), float(recipe["target_sum"]))
 
     groups = adata.obs[batch_key].astype(str).to_numpy() if batch_key is not None else None
     if recipe["scale"] == "batch":
@@ -254,19 +268,24 @@ def _transformed_features(adata: AnnData, layer: str | None, recipe: dict) -> An
     profile = str(recipe["profile"])
     if profile == "RNA":
         work = work[:, kept_features(work.var_names, bool(recipe["keep_mt"]))].copy()
-    if profile == "ATAC":
+    if _binarized(recipe):
         work.X.data[:] = 1.0
-    _transform(work, profile, float(recipe["target_sum"]))
+    _transform(work, profile, float(recipe["target_sum"]), _binarized(recipe))
     return work
 
 
-def _transform(work: AnnData, profile: str, target_sum: float) -> None:
+def _binarized(recipe: dict) -> bool:
+    """Whether the recipe binarises the counts (ATAC recipes from before ``binarize`` do)."""
+    return str(recipe["profile"]) == "ATAC" and bool(recipe.get("binarize", True))
+
+
+def _transform(work: AnnData, profile: str, target_sum: float, binarized: bool) -> None:
     """Transform counts in place as for training.
 
-    RNA: normalise each cell to ``target_sum`` and log1p; ADT: centred log-ratio; ATAC (binarised
-    already): nothing.
+    RNA and ATAC not binarised: normalise each cell to ``target_sum`` and log1p; ADT: centred
+    log-ratio; binarised ATAC: nothing.
     """
-    if profile == "RNA":
+    if profile == "RNA" or (profile == "ATAC" and not binarized):
         sc.pp.normalize_total(work, target_sum=target_sum)
         sc.pp.log1p(work)
     elif profile == "ADT":
