@@ -131,8 +131,10 @@ def append_runs(args: argparse.Namespace) -> None:
 
 
 def prepare(args: argparse.Namespace) -> tuple[ad.AnnData, ad.AnnData]:
-    """The raw data (a random subset with ``--cells``) and its ATAC-profile preparation
-    (``--peaks``: binarised, the default, or normalised and log-transformed)."""
+    """The raw data (a random subset with ``--cells``) and its ATAC-profile preparation.
+
+    ``--peaks``: binarised (the default) or normalised and log-transformed.
+    """
     raw = read(FILE)
     if args.cells is not None:
         keep = np.random.default_rng(args.seed).choice(raw.n_obs, args.cells, replace=False)
