@@ -91,7 +91,7 @@ def main_run(args: argparse.Namespace) -> None:
 
 
 def append_runs(args: argparse.Namespace) -> None:
-    """Further SCALEX rows (other budgets or KL weights) appended to atac.{md,csv}.
+    """Further SCALEX rows (budgets, KL weights, seeds, peak recipes) appended to atac.{md,csv}.
 
     Scores are per embedding (scib-metrics without min-max scaling, the paper's metrics seeded
     per embedding), so rows scored in a later run are comparable with the main run's.
