@@ -220,6 +220,7 @@ def prepare_query(
         )
     else:
         # Only the recipe's features are copied: at atlas scale the full matrix is many GiB.
+        binarized = _binarized(recipe)
         # the genes a cell's total is taken over (ATAC: every peak, none is dropped)
         keep_all = profile == "ATAC" or bool(recipe["keep_mt"])
         kept = kept_features(names, keep_all).astype(np.float32)
@@ -229,15 +230,15 @@ def prepare_query(
             overlap = min_feature_overlap if first else 0.0
             reindexed = reindex_features(block, names, features, overlap, "The query", warn=first)
             blocks.append(reindexed)
-            totals.append(np.asarray(block @ kept, dtype=np.float64).ravel())
+            if not binarized:  # binary values need no totals
+                totals.append(np.asarray(block @ kept, dtype=np.float64).ravel())
             del block  # one block of the whole query in memory at a time
         counts = blocks[0] if len(blocks) == 1 else sparse.vstack(blocks, format="csr")
         del blocks  # at atlas scale each copy of the prepared matrix is GiBs
-        values = counts.copy()
-        if _binarized(recipe):
+        if binarized:
             counts.data[:] = 1.0
-            values.data[:] = 1.0
-        else:  # RNA, or ATAC normalised as RNA
+        values = counts.copy()
+        if not binarized:  # RNA, or ATAC normalised as RNA
             values = normalize_log(values, np.concatenate(totals), float(recipe["target_sum"]))
 
     groups = adata.obs[batch_key].astype(str).to_numpy() if batch_key is not None else None
