@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tutorials
 	$(BIN)/ruff format --check src tests benchmarks tutorials
 
-BENCHMARKS ?= speed scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration encoder_statistics panel atac partial_overlap kl_weight
+BENCHMARKS ?= speed scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration encoder_statistics query_scaling novel_types panel atac partial_overlap kl_weight
 # further SCALEX rows appended to the panel (see benchmarks/results/panel.md)
 PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--add-budgets 1000 2000 4000 8000 --batch-norm running per_batch --lr 1e-3" \
@@ -47,7 +47,8 @@ PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--add-budgets defaults 8000 --kl-weight 0.02"
 # further SCALEX rows appended to the scATAC-seq panel (see atac.md)
 ATAC_EXTRA = "--add-budgets defaults" "--add-budgets 8000 --peaks normalised" \
-	"--add-budgets defaults --peaks normalised"
+	"--add-budgets defaults --peaks normalised" "--add-budgets defaults --seed 1" \
+	"--add-budgets defaults --peaks normalised --seed 1"
 # further SCALEX rows appended to the partial-overlap series (see partial_overlap.md)
 PARTIAL_EXTRA = "--iterations 2000" "--iterations 8000" "--iterations 2000 --kl-weight 0.02" \
 	"--iterations 8000 --kl-weight 0.02"
