@@ -92,7 +92,10 @@ for name, result in (("running", mapped), ("balanced", balanced)):
 # `keep_raw=True` also keeps the query's log-normalised values of every gene in `.raw`, as
 # `preprocess` does for the reference, so markers can be plotted on the mapped cells (the model's
 # `X` holds only its features, scaled to [0, 1]; on a full transcriptome `.raw` also holds the
-# genes outside the 2,000 highly variable ones).
+# genes outside the 2,000 highly variable ones). Cell types that the reference lacks are called
+# "Unknown" when they lie away from every reference type; one close to a reference type is
+# mostly given that type's label (`benchmarks/results/novel_types.md`). Where new types are
+# expected, build the atlas with `transfer_kwargs={"distance_quantile": 0.95}`.
 
 # %%
 with_genes = atlas.map(query_raw, batch_key="batch", source="3pv1", keep_raw=True)

@@ -109,7 +109,11 @@ class Atlas:
         transfer_kwargs
             Keyword arguments of :class:`~scalex_scvi.tl.KNNLabelTransfer`; with
             ``{"calibration": "other_batches"}`` the Unknown cutoff is calibrated across the
-            reference's batches (the model's batch column).
+            reference's batches (the model's batch column). Where the data to map may hold
+            cell types the reference lacks, ``{"distance_quantile": 0.95}`` calls more of them
+            "Unknown" (with the default 0.99 a type close to a reference type is mostly
+            assigned to it; ``benchmarks/results/novel_types.md``), for more known cells
+            called "Unknown".
         umap_kwargs
             Further keyword arguments of :class:`umap.UMAP`, e.g.
             ``{"force_approximation_algorithm": True}`` to place new cells through a neighbour
