@@ -269,9 +269,10 @@ def _transformed_features(adata: AnnData, layer: str | None, recipe: dict) -> An
     profile = str(recipe["profile"])
     if profile == "RNA":
         work = work[:, kept_features(work.var_names, bool(recipe["keep_mt"]))].copy()
-    if _binarized(recipe):
+    binarized = _binarized(recipe)
+    if binarized:
         work.X.data[:] = 1.0
-    _transform(work, profile, float(recipe["target_sum"]), _binarized(recipe))
+    _transform(work, profile, float(recipe["target_sum"]), binarized)
     return work
 
 
