@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import scalex_scvi as sx
@@ -186,6 +188,31 @@ def test_cutoff_across_batches_is_kept_on_save_load(trained, reference, tmp_path
             label_key="cell_type",
             transfer_kwargs={"calibration": "other_batches"},
         )
+
+
+def test_cutoffs_per_label_are_kept_on_save_load(trained, reference, tmp_path):
+    atlas = sx.Atlas.build(
+        trained, reference, label_key="cell_type", transfer_kwargs={"per_label_cutoff": True}
+    )
+    cutoffs = atlas.classifier.label_cutoffs_
+    assert cutoffs.nunique() > 1  # the reference's types get cutoffs of their own
+    atlas.save(tmp_path / "atlas")
+    loaded = sx.Atlas.load(tmp_path / "atlas", accelerator="cpu")
+    assert loaded.classifier.per_label_cutoff
+    pd.testing.assert_series_equal(loaded.classifier.label_cutoffs_, cutoffs)
+    latent = atlas.adata.obsm["X_scalex"]
+    pd.testing.assert_frame_equal(
+        loaded.classifier.predict(latent), atlas.classifier.predict(latent)
+    )
+    # an atlas.json written before the option: one cutoff for every label
+    path = tmp_path / "atlas" / "atlas.json"
+    settings = json.loads(path.read_text())
+    for key in ("per_label_cutoff", "min_label_cells", "label_cutoffs"):
+        del settings["classifier"][key]
+    path.write_text(json.dumps(settings))
+    older = sx.Atlas.load(tmp_path / "atlas", accelerator="cpu").classifier
+    assert not older.per_label_cutoff
+    assert (older.label_cutoffs_ == atlas.classifier.distance_cutoff_).all()
 
 
 def test_projection_plot(atlas, query_raw, tmp_path):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 from anndata import AnnData
+from sklearn.neighbors import NearestNeighbors
 
 import scalex_scvi as sx
 
@@ -112,6 +113,61 @@ def test_cutoff_calibration_errors_and_fallback():
         clf.fit(emb, labels, batches=batches)
     within = sx.tl.KNNLabelTransfer().fit(emb, labels)
     assert clf.distance_cutoff_ == within.distance_cutoff_
+
+
+def _compact_and_diffuse(seed=0, n=200):
+    """Type A, compact (sd 0.1) at (0, 0), and type B, diffuse (sd 1) at (20, 0)."""
+    rng = np.random.default_rng(seed)
+    emb = np.vstack([rng.normal([0, 0], 0.1, (n, 2)), rng.normal([20, 0], 1.0, (n, 2))])
+    return emb.astype(np.float32), np.array(["A"] * n + ["B"] * n)
+
+
+def test_cutoff_per_label():
+    emb, labels = _compact_and_diffuse()
+    common = sx.tl.KNNLabelTransfer().fit(emb, labels)
+    per_label = sx.tl.KNNLabelTransfer(per_label_cutoff=True).fit(emb, labels)
+    # each label's cutoff is the 0.99 quantile of its own cells' mean distance to their 15
+    # nearest reference cells (the cell itself left out), computed here by hand
+    distances, _ = NearestNeighbors(n_neighbors=16).fit(emb).kneighbors(emb)
+    own = distances[:, 1:].mean(axis=1)
+    for label in ("A", "B"):
+        expected = np.quantile(own[labels == label], 0.99)
+        assert per_label.label_cutoffs_[label] == pytest.approx(expected, rel=1e-6)
+    assert per_label.distance_cutoff_ == common.distance_cutoff_
+    assert (common.label_cutoffs_ == common.distance_cutoff_).all()
+    assert per_label.label_cutoffs_["A"] < common.distance_cutoff_ < per_label.label_cutoffs_["B"]
+    # a cell 1.0 from the compact type: within the common cutoff, beyond A's own
+    query = np.array([[1.0, 0.0], [0.0, 0.0], [20.0, 0.0]], dtype=np.float32)
+    assert list(common.predict(query)["label"]) == ["A", "A", "B"]
+    out = per_label.predict(query)
+    assert list(out["label"]) == ["Unknown", "A", "B"]
+    assert list(out["best_label"]) == ["A", "A", "B"]
+    np.testing.assert_array_equal(
+        out["distance_cutoff"], per_label.label_cutoffs_[["A", "A", "B"]].to_numpy()
+    )
+    # labels with fewer cells than min_label_cells keep the common cutoff
+    few = sx.tl.KNNLabelTransfer(per_label_cutoff=True, min_label_cells=201).fit(emb, labels)
+    assert (few.label_cutoffs_ == few.distance_cutoff_).all()
+    # cutoffs computed before give the same calls (how an atlas is loaded)
+    again = sx.tl.KNNLabelTransfer(per_label_cutoff=True).fit(
+        emb,
+        labels,
+        distance_cutoff=per_label.distance_cutoff_,
+        label_cutoffs=per_label.label_cutoffs_.to_dict(),
+    )
+    pd.testing.assert_frame_equal(again.predict(query), out)
+    # the same rule through transfer_labels
+    names = [f"r{i}" for i in range(len(labels))]
+    ref = AnnData(obs=pd.DataFrame({"ct": labels}, index=names))
+    ref.obsm["X_scalex"] = emb
+    new = AnnData(obs=pd.DataFrame(index=["q0", "q1", "q2"]))
+    new.obsm["X_scalex"] = query
+    result = sx.tl.transfer_labels(ref, new, "ct", per_label_cutoff=True)
+    assert list(result["label"]) == ["Unknown", "A", "B"]
+    with pytest.raises(ValueError, match="needs distance_cutoff"):
+        sx.tl.KNNLabelTransfer().fit(emb, labels, label_cutoffs={"A": 1.0})
+    with pytest.raises(ValueError, match="min_label_cells"):
+        sx.tl.KNNLabelTransfer(min_label_cells=0)
 
 
 def test_confusion_matrix_and_scores_on_a_hand_case():

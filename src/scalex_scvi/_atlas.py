@@ -337,8 +337,11 @@ class Atlas:
                 "uncertainty_threshold": self.classifier.uncertainty_threshold,
                 "distance_quantile": self.classifier.distance_quantile,
                 "calibration": self.classifier.calibration,
+                "per_label_cutoff": self.classifier.per_label_cutoff,
+                "min_label_cells": self.classifier.min_label_cells,
                 "unknown_label": self.classifier.unknown_label,
                 "distance_cutoff": self.classifier.distance_cutoff_,
+                "label_cutoffs": self.classifier.label_cutoffs_.to_dict(),
             },
         }
         (dir_path / "atlas.json").write_text(json.dumps(settings, indent=2))
@@ -383,11 +386,13 @@ class Atlas:
         if settings["classifier"] is not None:
             params = dict(settings["classifier"])
             cutoff = params.pop("distance_cutoff")
+            label_cutoffs = params.pop("label_cutoffs", None)  # older atlas.json files lack it
             reference = (cells.obs[ORIGIN_KEY] == "reference").to_numpy()
             classifier = KNNLabelTransfer(**params).fit(
                 cells.obsm[LATENT_KEY][reference],
                 cells.obs[label_key].to_numpy()[reference],
                 distance_cutoff=cutoff,
+                label_cutoffs=label_cutoffs,
             )
         return cls(model, [cells], mapper, label_key, classifier, statistics)
 

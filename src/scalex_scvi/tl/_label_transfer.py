@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -38,6 +39,13 @@ class KNNLabelTransfer:
     types are called unknown, while a cell farther from the reference than cells of one batch
     lie from the other batches still is.
 
+    With ``per_label_cutoff=True`` each reference label gets its own cutoff: the same quantile,
+    taken over the reference cells of that label only (labels with fewer than
+    ``min_label_cells`` such cells keep the common cutoff), and a query cell is held to the
+    cutoff of its majority label. Compact types (B cells, one cell line) then get a tighter
+    cutoff than the diffuse types that set the common quantile, so a new type that lands next to
+    a compact one is called unknown more often.
+
     Parameters
     ----------
     n_neighbors
@@ -52,6 +60,11 @@ class KNNLabelTransfer:
         nearest reference cells) or ``"other_batches"`` (each cell's nearest reference cells of
         other batches; needs ``batches`` in :meth:`fit` and at least two batches, else falls
         back to ``"reference"`` with a warning).
+    per_label_cutoff
+        One distance cutoff per reference label instead of one for all (see above).
+    min_label_cells
+        With ``per_label_cutoff``, labels with fewer reference cells in the calibration sample
+        keep the common cutoff.
     unknown_label
         Label of cells that are not assigned.
 
@@ -79,6 +92,8 @@ class KNNLabelTransfer:
         uncertainty_threshold: float = 0.7,
         distance_quantile: float | None = 0.99,
         calibration: Literal["reference", "other_batches"] = "reference",
+        per_label_cutoff: bool = False,
+        min_label_cells: int = 20,
         unknown_label: str = UNKNOWN,
     ):
         if calibration not in ("reference", "other_batches"):
@@ -89,10 +104,14 @@ class KNNLabelTransfer:
             raise ValueError("uncertainty_threshold must lie in [0, 1].")
         if distance_quantile is not None and not 0 < distance_quantile <= 1:
             raise ValueError("distance_quantile must lie in (0, 1] or be None.")
+        if min_label_cells < 1:
+            raise ValueError("min_label_cells must be at least 1.")
         self.n_neighbors = n_neighbors
         self.uncertainty_threshold = uncertainty_threshold
         self.distance_quantile = distance_quantile
         self.calibration = calibration
+        self.per_label_cutoff = per_label_cutoff
+        self.min_label_cells = min_label_cells
         self.unknown_label = unknown_label
 
     def fit(
@@ -102,6 +121,7 @@ class KNNLabelTransfer:
         seed: int = 0,
         distance_cutoff: float | None = None,
         batches: np.ndarray | pd.Series | None = None,
+        label_cutoffs: Mapping[str, float] | None = None,
     ) -> KNNLabelTransfer:
         """Index the reference cells; cells with a missing label are left out.
 
@@ -118,7 +138,18 @@ class KNNLabelTransfer:
             A cutoff computed before (e.g. by a saved atlas), used instead of estimating it.
         batches
             Batch of each reference cell, for ``calibration="other_batches"``.
+        label_cutoffs
+            With ``distance_cutoff``: cutoffs per label computed before (``label_cutoffs_`` of
+            a fitted classifier); labels not in it keep ``distance_cutoff``.
+
+        Returns
+        -------
+        The classifier, with ``distance_cutoff_`` (the common cutoff) and ``label_cutoffs_`` (a
+        Series of each label's cutoff; all equal to ``distance_cutoff_`` unless
+        ``per_label_cutoff``) set.
         """
+        if label_cutoffs is not None and distance_cutoff is None:
+            raise ValueError("label_cutoffs needs distance_cutoff.")
         labels = pd.Series(np.asarray(labels, dtype=object))
         keep = labels.notna().to_numpy()
         if not keep.any():
@@ -131,8 +162,14 @@ class KNNLabelTransfer:
             np.bincount(self.codes_) / len(self.codes_), index=self.categories_
         )
         self.distance_cutoff_ = np.inf
+        self.label_cutoffs_ = pd.Series(np.inf, index=self.categories_)
         if distance_cutoff is not None:
             self.distance_cutoff_ = float(distance_cutoff)
+            self.label_cutoffs_[:] = self.distance_cutoff_
+            if label_cutoffs is not None:
+                given = pd.Series(label_cutoffs, dtype=float)
+                shared = given.index.intersection(self.label_cutoffs_.index)
+                self.label_cutoffs_[shared] = given[shared]
         elif self.distance_quantile is not None and len(self.codes_) > 1:
             rng = np.random.default_rng(seed)
             sample = np.arange(len(embedding))
@@ -146,7 +183,17 @@ class KNNLabelTransfer:
                 distances, _ = self.index_.kneighbors(embedding[sample], n_neighbors=k)
                 own = distances[:, 1:].mean(axis=1)  # the first neighbour is the cell itself
             self.distance_cutoff_ = float(np.quantile(own, self.distance_quantile))
+            self.label_cutoffs_[:] = self.distance_cutoff_
+            if self.per_label_cutoff:
+                self.label_cutoffs_.update(self._cutoffs_per_label(own, self.codes_[sample]))
         return self
+
+    def _cutoffs_per_label(self, own: np.ndarray, codes: np.ndarray) -> pd.Series:
+        """The quantile of each label's own distances, for labels with enough sampled cells."""
+        grouped = pd.Series(own).groupby(self.categories_[codes])
+        sizes = grouped.size()
+        cutoffs = grouped.quantile(self.distance_quantile)
+        return cutoffs[sizes >= self.min_label_cells]
 
     def _batches_for_calibration(
         self, batches: np.ndarray | pd.Series | None, keep: np.ndarray
@@ -201,7 +248,8 @@ class KNNLabelTransfer:
         Returns
         -------
         DataFrame with columns ``label`` (after the unknown calls), ``best_label`` (the
-        majority reference label), ``probability``, ``uncertainty`` and ``mean_distance``.
+        majority reference label), ``probability``, ``uncertainty``, ``mean_distance`` and
+        ``distance_cutoff`` (the cutoff the cell was held to: that of its majority label).
         """
         if not hasattr(self, "index_"):
             raise RuntimeError("Call fit() before predict().")
@@ -216,7 +264,7 @@ class KNNLabelTransfer:
         uncertainty = 1.0 - probability
         mean_distance = distances.mean(axis=1)
         unknown = (uncertainty > self.uncertainty_threshold) | (
-            mean_distance > self.distance_cutoff_
+            mean_distance > self.label_cutoffs_.to_numpy()[best]
         )
         best_label = self.categories_[best]
         return pd.DataFrame(
@@ -226,6 +274,7 @@ class KNNLabelTransfer:
                 "probability": probability,
                 "uncertainty": uncertainty,
                 "mean_distance": mean_distance,
+                "distance_cutoff": self.label_cutoffs_.to_numpy()[best],
             },
             index=index,
         )
@@ -241,6 +290,7 @@ def transfer_labels(
     distance_quantile: float | None = 0.99,
     calibration: Literal["reference", "other_batches"] = "reference",
     batch_key: str | None = None,
+    per_label_cutoff: bool = False,
     unknown_label: str = UNKNOWN,
 ) -> pd.DataFrame:
     """Transfer reference labels to query cells by distance-weighted kNN.
@@ -269,13 +319,15 @@ def transfer_labels(
         ``"reference"`` or ``"other_batches"``: see :class:`KNNLabelTransfer`.
     batch_key
         Column of ``reference.obs`` with the batches, for ``calibration="other_batches"``.
+    per_label_cutoff
+        One distance cutoff per reference label (see :class:`KNNLabelTransfer`).
     unknown_label
         Label given to cells that are not assigned.
 
     Returns
     -------
     DataFrame indexed like ``query.obs`` with columns ``label``, ``best_label``,
-    ``probability``, ``uncertainty`` and ``mean_distance``.
+    ``probability``, ``uncertainty``, ``mean_distance`` and ``distance_cutoff``.
     """
     if label_key not in reference.obs:
         raise KeyError(f"{label_key!r} is not a column of reference.obs.")
@@ -289,6 +341,7 @@ def transfer_labels(
         uncertainty_threshold=uncertainty_threshold,
         distance_quantile=distance_quantile,
         calibration=calibration,
+        per_label_cutoff=per_label_cutoff,
         unknown_label=unknown_label,
     ).fit(
         reference.obsm[use_rep],
