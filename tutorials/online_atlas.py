@@ -95,7 +95,9 @@ for name, result in (("running", mapped), ("balanced", balanced)):
 # genes outside the 2,000 highly variable ones). Cell types that the reference lacks are called
 # "Unknown" when they lie away from every reference type; one close to a reference type is
 # mostly given that type's label (`benchmarks/results/novel_types.md`). Where new types are
-# expected, build the atlas with `transfer_kwargs={"distance_quantile": 0.95}`.
+# expected, build the atlas with `transfer_kwargs={"distance_quantile": 0.95}`, or with
+# `{"per_label_cutoff": True}` (a cutoff per reference type), which finds most of them for fewer
+# known cells called "Unknown" (`benchmarks/results/label_rules.md`).
 
 # %%
 with_genes = atlas.map(query_raw, batch_key="batch", source="3pv1", keep_raw=True)

@@ -113,7 +113,9 @@ class Atlas:
             cell types the reference lacks, ``{"distance_quantile": 0.95}`` calls more of them
             "Unknown" (with the default 0.99 a type close to a reference type is mostly
             assigned to it; ``benchmarks/results/novel_types.md``), for more known cells
-            called "Unknown".
+            called "Unknown"; ``{"per_label_cutoff": True}`` finds most of those (25 % of
+            held-out cells against 30 %) at a smaller cost in known cells
+            (``benchmarks/results/label_rules.md``). The cutoffs are saved with the atlas.
         umap_kwargs
             Further keyword arguments of :class:`umap.UMAP`, e.g.
             ``{"force_approximation_algorithm": True}`` to place new cells through a neighbour
