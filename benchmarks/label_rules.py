@@ -19,7 +19,7 @@ Jobs already cached are not trained again, and the tables are always rebuilt fro
 cache, so runs can be added (``--seeds 2``) or the scoring changed (``--report --rescore``)
 without retraining. Writes benchmarks/results/label_rules.{md,csv}.
 
-    python benchmarks/label_rules.py [--splits pbmc_3pv1 ...] [--seeds 0 1]
+    python benchmarks/label_rules.py [--splits pbmc_3pv1 ...] [--seeds 0 1 2]
     python benchmarks/label_rules.py --report   # score the cached embeddings only
 """
 
@@ -219,7 +219,7 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--report", action="store_true", help="score the cache only")
     parser.add_argument("--rescore", action="store_true", help="score every job again")
     parser.add_argument("--cache", type=Path, default=CACHE)

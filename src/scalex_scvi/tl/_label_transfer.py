@@ -83,9 +83,10 @@ class KNNLabelTransfer:
     is assigned to it, since only the distance rule fires and its 0.99 quantile is lenient.
     Where new types are expected, lower ``distance_quantile``: at 0.95 the share found rose to
     30 %, for 4.1 % of known cells called "Unknown" and a lower macro-F1 on the projection
-    splits (by 0.040, ``benchmarks/results/label_rules.md``). ``per_label_cutoff=True`` is the
-    cheaper way to find more of them: 25 % found, for 1.25 % of known cells and macro-F1 lower
-    by 0.006 on the projection splits, so it is not the default either.
+    splits (by 0.037, ``benchmarks/results/label_rules.md``, three seeds).
+    ``per_label_cutoff=True`` is the cheaper way to find more of them: 25 % found, for 1.25 % of
+    known cells and macro-F1 lower by 0.007 on the projection splits, so it is not the default
+    either.
     """
 
     def __init__(
