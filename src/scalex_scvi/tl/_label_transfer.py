@@ -266,9 +266,8 @@ class KNNLabelTransfer:
         probability = np.clip(votes[np.arange(len(best)), best], 0.0, 1.0)
         uncertainty = 1.0 - probability
         mean_distance = distances.mean(axis=1)
-        unknown = (uncertainty > self.uncertainty_threshold) | (
-            mean_distance > self.label_cutoffs_.to_numpy()[best]
-        )
+        cutoff = self.label_cutoffs_.to_numpy()[best]  # that of each cell's majority label
+        unknown = (uncertainty > self.uncertainty_threshold) | (mean_distance > cutoff)
         best_label = self.categories_[best]
         return pd.DataFrame(
             {
@@ -277,7 +276,7 @@ class KNNLabelTransfer:
                 "probability": probability,
                 "uncertainty": uncertainty,
                 "mean_distance": mean_distance,
-                "distance_cutoff": self.label_cutoffs_.to_numpy()[best],
+                "distance_cutoff": cutoff,
             },
             index=index,
         )
