@@ -17,6 +17,7 @@ from scalex_scvi.tl import KNNLabelTransfer, balanced_latent
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from mudata import MuData
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Atlas:
     def build(
         cls,
         model: SCALEX,
-        adata: ad.AnnData | None = None,
+        adata: ad.AnnData | MuData | None = None,
         label_key: str | None = None,
         source: str = "reference",
         n_neighbors: int = 15,
@@ -92,7 +93,8 @@ class Atlas:
         model
             Trained SCALEX model.
         adata
-            Reference cells, prepared like the training data; ``None`` uses the model's data.
+            Reference cells, prepared like the training data (for a model set up with a MuData,
+            also a MuData: its modality of the model's name); ``None`` uses the model's data.
         label_key
             Column of ``adata.obs`` with cell labels to transfer; ``None`` for none.
         source
@@ -131,6 +133,7 @@ class Atlas:
         adata = model.adata if adata is None else adata
         if adata is None:
             raise ValueError("The model holds no AnnData; pass the reference cells as adata.")
+        adata = model._features_adata(adata)  # a MuData's modality of the model, batch included
         if label_key is not None and label_key not in adata.obs:
             raise KeyError(f"{label_key!r} is not a column of adata.obs.")
         latent = model.get_latent_representation(adata)
@@ -171,7 +174,7 @@ class Atlas:
 
     def map(
         self,
-        adata: ad.AnnData,
+        adata: ad.AnnData | MuData,
         batch_key: str | None = None,
         prepared: bool = False,
         source: str = "query",
@@ -187,7 +190,8 @@ class Atlas:
             already prepared with the model's recipe when ``prepared`` is ``True``. Not modified.
             Raw counts may be backed (``anndata.read_h5ad(path, backed="r")``): they are read
             10,000 cells at a time and only the model's features kept
-            (:func:`scalex_scvi.pp.prepare_query`).
+            (:func:`scalex_scvi.pp.prepare_query`). For a model set up with a MuData, also a
+            MuData; its modality of the model's name is mapped.
         batch_key
             Column of ``adata.obs`` with the query's batches, if any.
         prepared
@@ -229,7 +233,7 @@ class Atlas:
         ):
             raise ValueError('batch_norm="balanced" needs an atlas built with a label_key.')
         query = (
-            adata.copy()
+            self.model._features_adata(adata).copy()
             if prepared
             else self.model.prepare_query(adata, batch_key=batch_key, keep_raw=keep_raw)
         )

@@ -13,6 +13,8 @@ import pandas as pd
 import scanpy as sc
 from scipy import sparse
 
+from scalex_scvi._mudata import modality_with_obs
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -134,11 +136,7 @@ def _read_h5mu(path: Path, modality: str | None) -> ad.AnnData:
         )
     if modality not in mdata.mod:
         raise KeyError(f"{path} has no modality {modality!r}; it has {list(mdata.mod)}.")
-    adata = mdata.mod[modality].copy()
-    for column in mdata.obs.columns:  # global annotations (e.g. batch) the modality lacks
-        if column not in adata.obs and ":" not in column:
-            adata.obs[column] = mdata.obs.loc[adata.obs_names, column].to_numpy()
-    return adata
+    return modality_with_obs(mdata, modality)  # with global annotations (e.g. the batch)
 
 
 def _read_glob(pattern: str, modality: str | None, backed: bool) -> ad.AnnData:

@@ -15,12 +15,18 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.data.fields import (
+    CategoricalObsField,
+    LayerField,
+    MuDataCategoricalObsField,
+    MuDataLayerField,
+)
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.model.base._save_load import _load_saved_files  # the saved features, before loading
 from scvi.module._constants import MODULE_KEYS
 from scvi.utils import setup_anndata_dsp
 
+from scalex_scvi._mudata import is_mudata, modality_with_obs
 from scalex_scvi.module import SCALEXVAE
 from scalex_scvi.pp._preprocess import RECIPE_KEY, prepare_query
 
@@ -33,6 +39,8 @@ from ._vae_methods import VAEMethodsMixin
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from typing import Literal
+
+    from mudata import MuData
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +61,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
     Parameters
     ----------
     adata
-        AnnData object registered with :meth:`~scalex_scvi.SCALEX.setup_anndata`, holding values
-        in ``[0, 1]`` (see :func:`scalex_scvi.pp.preprocess`).
+        AnnData object registered with :meth:`~scalex_scvi.SCALEX.setup_anndata` (or MuData
+        registered with :meth:`~scalex_scvi.SCALEX.setup_mudata`), holding values in ``[0, 1]``
+        (see :func:`scalex_scvi.pp.preprocess`).
     registry
         Registry of a saved model, used by :meth:`load` when no AnnData is given.
     n_hidden
@@ -70,6 +79,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ``max_iterations=8000``) over-corrects less when batches share few cell types, and
         mixes batches less where they hold the same ones (``benchmarks/results/
         partial_overlap.md`` and ``panel.md``).
+
+    Every method that takes ``adata`` also takes a MuData when the model was set up with
+    :meth:`setup_mudata`: it reads the modality the model was set up with.
 
     Examples
     --------
@@ -88,7 +100,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     def __init__(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         registry: dict | None = None,
         n_hidden: int = 1024,
         n_latent: int = 10,
@@ -106,7 +118,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             n_latent=n_latent,
             kl_weight=kl_weight,
         )
-        recipe = adata.uns.get(RECIPE_KEY) if adata is not None else None
+        recipe = self._features_adata(adata).uns.get(RECIPE_KEY) if adata is not None else None
         self.preprocess_recipe_ = dict(recipe) if recipe is not None else None
         self._model_summary_string = (
             f"SCALEX model with n_hidden: {n_hidden}, n_latent: {n_latent}, "
@@ -141,6 +153,76 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ):
+        """%(summary_mdata)s.
+
+        SCALEX reads one modality, the one prepared by :func:`scalex_scvi.pp.preprocess`
+        (e.g. ``pp.preprocess(mdata, modality="rna")``); the others travel with the MuData
+        untouched. The modality must hold every cell of ``mdata``, in the same order.
+
+        Parameters
+        ----------
+        %(param_mdata)s
+        layer
+            Layer of the modality with the values in ``[0, 1]``; ``None`` uses its ``X``.
+        batch_key
+            Column with the batches, in ``mdata.obs`` or in the ``obs`` of the modality named
+            by ``modalities["batch_key"]``; ``None`` for one batch.
+        modalities
+            Modality of each argument: ``{"layer": "rna"}`` reads the values from
+            ``mdata["rna"]`` and the batch from ``mdata.obs``; ``{"layer": "rna",
+            "batch_key": "rna"}`` reads the batch from ``mdata["rna"].obs``.
+
+        Examples
+        --------
+        >>> mdata = scalex_scvi.pp.preprocess(mdata, batch_key="batch", modality="rna")
+        >>> scalex_scvi.SCALEX.setup_mudata(mdata, batch_key="batch", modalities={"layer": "rna"})
+        >>> model = scalex_scvi.SCALEX(mdata)
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        if modalities is None or "layer" not in modalities:
+            raise ValueError(
+                'modalities must name the modality with the features, e.g. {"layer": "rna"}.'
+            )
+        unknown = sorted(set(modalities) - {"layer", "batch_key"})
+        if unknown:
+            raise ValueError(f"modalities takes 'layer' and 'batch_key', not {unknown}.")
+        modalities = cls._create_modalities_attr_dict(modalities, setup_method_args)
+        part = mdata.mod.get(modalities.layer)
+        if part is None:
+            raise KeyError(f"No modality {modalities.layer!r}; mdata has {list(mdata.mod)}.")
+        if not part.obs_names.equals(mdata.obs_names):
+            raise ValueError(
+                f"The modality {modalities.layer!r} holds {part.n_obs} of the MuData's "
+                f"{mdata.n_obs} cells (or another order); SCALEX needs the same cells. Keep the "
+                f"cells it has: mdata[mdata[{modalities.layer!r}].obs_names].copy() "
+                "(scalex_scvi.pp.preprocess(mdata, modality=...) returns such a MuData)."
+            )
+        mudata_fields = [
+            MuDataLayerField(
+                REGISTRY_KEYS.X_KEY,
+                layer,
+                mod_key=modalities.layer,
+                is_count_data=False,
+                mod_required=True,
+            ),
+            MuDataCategoricalObsField(
+                REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities.batch_key
+            ),
+        ]
+        adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
 
     def train(
@@ -255,7 +337,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
     @torch.inference_mode()
     def get_latent_representation(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         indices: Sequence[int] | None = None,
         give_mean: bool = True,
         batch_size: int | None = None,
@@ -273,7 +355,8 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ----------
         adata
             AnnData with the model's features, prepared like the training data (see
-            :meth:`prepare_query`). ``None`` uses the training data.
+            :meth:`prepare_query`); for a model set up with a MuData also a MuData, whose
+            modality of the model's name is read. ``None`` uses the training data.
         indices
             Indices of the cells to embed. ``None`` embeds all.
         give_mean
@@ -361,7 +444,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
     @torch.inference_mode()
     def get_hidden_statistics(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         groups: Sequence | np.ndarray | pd.Series | None = None,
         cell_weights: np.ndarray | None = None,
         batch_size: int | None = None,
@@ -454,7 +537,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
     @torch.inference_mode()
     def get_normalized_expression(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         indices: Sequence[int] | None = None,
         transform_batch: str | None = None,
         batch_size: int | None = None,
@@ -509,7 +592,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     def prepare_query(
         self,
-        adata: AnnData,
+        adata: AnnData | MuData,
         batch_key: str | None = None,
         min_feature_overlap: float = 0.25,
         keep_raw: bool = False,
@@ -524,7 +607,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ----------
         adata
             Raw counts of the new cells (not modified); may be backed, as in
-            :func:`scalex_scvi.pp.prepare_query`.
+            :func:`scalex_scvi.pp.prepare_query`. For a model set up with a MuData, a MuData
+            whose modality of the model's name holds them (its ``obs`` completed with the
+            columns of ``adata.obs`` it lacks).
         batch_key
             Column of ``adata.obs`` holding the query's batches, if any.
         min_feature_overlap
@@ -543,7 +628,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 "scalex_scvi.pp.preprocess. Prepare the query the same way yourself."
             )
         return prepare_query(
-            adata,
+            self._features_adata(adata),
             self.preprocess_recipe_,
             batch_key=batch_key,
             min_feature_overlap=min_feature_overlap,
@@ -555,7 +640,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
     def load(
         cls,
         dir_path: str,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         accelerator: str = "auto",
         device: int | str = "auto",
         prefix: str | None = None,
@@ -575,8 +660,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         dir_path
             Directory written by :meth:`save`.
         adata
-            The model's data (e.g. the training data), or ``None`` for the AnnData saved with
-            the model (none saved: the model loads without data).
+            The model's data (e.g. the training data; a MuData for a model set up with one), or
+            ``None`` for the data saved with the model (none saved: the model loads without
+            data).
         accelerator, device
             Where the model runs (``"auto"``: a GPU where there is one).
         prefix
@@ -591,8 +677,20 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         The model, with its trained parameters and preprocessing recipe.
         """
         if adata is not None:
-            saved = _load_saved_files(dir_path, False, prefix=prefix, backup_url=backup_url)[1]
-            _check_same_features(pd.Index(adata.var_names), pd.Index(saved))
+            attributes, saved = _load_saved_files(
+                dir_path, False, prefix=prefix, backup_url=backup_url
+            )[:2]
+            names = adata.var_names
+            if isinstance(saved, dict):  # saved from a MuData: features of the modality read
+                registry = attributes["registry_"]["field_registries"][REGISTRY_KEYS.X_KEY]
+                modality = registry["data_registry"]["mod_key"]
+                if not is_mudata(adata):
+                    raise ValueError(
+                        f"This model was set up with a MuData (modality {modality!r}); pass a "
+                        "MuData as adata, or load without adata."
+                    )
+                saved, names = saved[modality], adata.mod[modality].var_names
+            _check_same_features(pd.Index(names), pd.Index(saved))
         return super().load(
             dir_path,
             adata=adata,
@@ -606,7 +704,8 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
     @property
     def feature_names(self) -> pd.Index:
         """Names of the model's features, in the model's order."""
-        return pd.Index(self.get_var_names())
+        state = self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"]
+        return pd.Index(np.asarray(state["column_names"]).astype(str))
 
     @property
     def batch_categories(self) -> pd.Index:
@@ -632,9 +731,30 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             shuffle=False,
         )
 
-    def _registered_matrix(self, adata: AnnData):
+    def _registered_matrix(self, adata: AnnData | MuData):
+        adata = self._features_adata(adata)
         layer = self.registry_["setup_args"]["layer"]
         return adata.X if layer is None else adata.layers[layer]
+
+    def _features_adata(self, data: AnnData | MuData) -> AnnData:
+        """``data``, or for a MuData its modality with the model's features and batch column."""
+        if not is_mudata(data):
+            return data
+        fields = self.registry_["field_registries"]
+        modality = fields[REGISTRY_KEYS.X_KEY]["data_registry"].get("mod_key")
+        if modality is None:
+            raise ValueError(
+                "This model was set up with an AnnData (setup_anndata); pass the modality "
+                "holding its features (e.g. mdata['rna']), not a MuData."
+            )
+        adata = modality_with_obs(data, modality)
+        batch_key = self.registry_["setup_args"]["batch_key"]
+        if batch_key is not None:
+            batch_modality = fields[REGISTRY_KEYS.BATCH_KEY]["data_registry"].get("mod_key")
+            source = data.obs if batch_modality is None else data.mod[batch_modality].obs
+            if batch_key in source:
+                adata.obs[batch_key] = source[batch_key].reindex(adata.obs_names).to_numpy()
+        return adata
 
     @contextmanager
     def _registered(
@@ -651,14 +771,16 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             yield self._validate_anndata(adata)
             return
         light = self._light_copy(adata, obs_keys)
+        setup_args = self.registry_["setup_args"]
         with warnings.catch_warnings():
             # scvi warns about batches with < 3 cells, which matters for training only
             warnings.filterwarnings("ignore", message=".*fewer than 3 cells", category=UserWarning)
-            self.setup_anndata(
+            self.setup_anndata(  # an AnnData, also for a model set up with a MuData
                 light,
                 source_registry=self.registry_,
                 extend_categories=True,
-                **self.registry_["setup_args"],
+                batch_key=setup_args["batch_key"],
+                layer=setup_args["layer"],
             )
         self._register_manager_for_instance(
             self._get_most_recent_anndata_manager(light, required=True)
@@ -668,8 +790,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         finally:
             self.deregister_manager(light)
 
-    def _light_copy(self, adata: AnnData, obs_keys: Sequence[str] = ()) -> AnnData:
+    def _light_copy(self, adata: AnnData | MuData, obs_keys: Sequence[str] = ()) -> AnnData:
         """An AnnData sharing ``adata``'s matrix, with the model's features and batch column."""
+        adata = self._features_adata(adata)
         features = self.feature_names
         matrix = self._registered_matrix(adata)
         names = pd.Index(adata.var_names)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from anndata import AnnData
+    from mudata import MuData
 
 
 class VAEMethodsMixin(VAEMixin):
@@ -31,7 +32,7 @@ class VAEMethodsMixin(VAEMixin):
     @torch.inference_mode()
     def get_elbo(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         dataloader: Iterator[dict[str, torch.Tensor]] | None = None,
@@ -83,7 +84,7 @@ class VAEMethodsMixin(VAEMixin):
     @torch.inference_mode()
     def get_reconstruction_error(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         dataloader: Iterator[dict[str, torch.Tensor]] | None = None,
@@ -116,7 +117,7 @@ class VAEMethodsMixin(VAEMixin):
     @torch.inference_mode()
     def get_marginal_ll(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         indices: Sequence[int] | None = None,
         n_mc_samples: int = 1000,
         batch_size: int | None = None,
@@ -160,7 +161,7 @@ class VAEMethodsMixin(VAEMixin):
     @torch.inference_mode()
     def get_aggregated_posterior(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
         dof: float | None = 3.0,
@@ -197,7 +198,7 @@ class VAEMethodsMixin(VAEMixin):
     @torch.inference_mode()
     def differential_abundance(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         sample_key: str | None = None,
         batch_size: int = 128,
         num_cells_posterior: int | None = None,

@@ -13,6 +13,8 @@ import scanpy as sc
 from anndata import AnnData
 from scipy import sparse
 
+from scalex_scvi._mudata import is_mudata, modality_with_obs, replace_modality
+
 from ._steps import (
     RECIPE_KEY,
     as_csr,
@@ -28,6 +30,8 @@ from ._steps import (
 if TYPE_CHECKING:
     from typing import Literal
 
+    from mudata import MuData
+
 logger = logging.getLogger(__name__)
 
 PROFILES = ("RNA", "ATAC", "ADT")
@@ -37,7 +41,7 @@ _BACKED_BLOCK_ROWS = 10_000  # cells read at a time from a backed query
 
 
 def preprocess(
-    adata: AnnData,
+    adata: AnnData | MuData,
     batch_key: str | None = "batch",
     profile: Literal["RNA", "ATAC", "ADT"] = "RNA",
     min_features: int | None = None,
@@ -49,7 +53,8 @@ def preprocess(
     layer: str | None = None,
     keep_raw: bool = True,
     binarize: bool | None = None,
-) -> AnnData:
+    modality: str | None = None,
+) -> AnnData | MuData:
     """Prepare raw counts for SCALEX, as in :cite:p:`Xiong22`.
 
     RNA: drop ERCC spike-ins and mitochondrial genes (unless ``keep_mt``), drop cells with fewer
@@ -71,9 +76,10 @@ def preprocess(
     Parameters
     ----------
     adata
-        Raw counts (cells × features). Not modified.
+        Raw counts (cells × features), or a MuData whose ``modality`` holds them. Not modified.
     batch_key
-        Column of ``adata.obs`` with the batches; ``None`` for one batch.
+        Column of ``adata.obs`` with the batches (for a MuData: of the modality's ``obs`` or of
+        ``adata.obs``); ``None`` for one batch.
     profile
         ``"RNA"``, ``"ATAC"`` or ``"ADT"``.
     min_features
@@ -104,13 +110,36 @@ def preprocess(
     binarize
         ATAC only: binarise the peak counts (``None``, the default, means ``True``) or, with
         ``False``, normalise and log-transform them (see above).
+    modality
+        For a MuData: the modality to prepare (e.g. ``"rna"``).
 
     Returns
     -------
     A new AnnData with the scaled values in ``X``, the raw counts of the kept features in
     ``layers['counts']``, and the recipe in ``uns['scalex_preprocess']`` so that new data can be
-    prepared the same way (:func:`prepare_query`).
+    prepared the same way (:func:`prepare_query`). For a MuData, a new MuData: the prepared
+    modality (its ``obs`` completed with the columns of ``adata.obs`` it lacks), every other
+    modality restricted to the cells kept, ``adata.obs``'s own columns and ``adata.uns``
+    carried over; ready for :meth:`scalex_scvi.SCALEX.setup_mudata`.
     """
+    if is_mudata(adata):
+        prepared = preprocess(
+            modality_with_obs(adata, modality),
+            batch_key=batch_key,
+            profile=profile,
+            min_features=min_features,
+            min_cells=min_cells,
+            target_sum=target_sum,
+            n_top_features=n_top_features,
+            scale=scale,
+            keep_mt=keep_mt,
+            layer=layer,
+            keep_raw=keep_raw,
+            binarize=binarize,
+        )
+        return replace_modality(adata, modality, prepared)
+    if modality is not None:
+        raise ValueError("modality applies to a MuData; adata is an AnnData.")
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}.")
     if scale not in ("batch", "global"):
