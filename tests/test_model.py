@@ -184,10 +184,15 @@ def test_features_in_another_order_and_missing(trained, query):
         trained.get_latent_representation(query[:, 3:].copy())
 
 
-def test_unprepared_data_is_rejected(trained, query_raw):
+def test_unprepared_data_is_rejected(trained, query_raw, query):
     raw = query_raw[:, list(trained.feature_names)].copy()
     with pytest.raises(ValueError, match=r"expects values in \[0, 1\]"):
         trained.get_latent_representation(raw)
+    with_nan = query.copy()
+    with_nan.X = with_nan.X.toarray()
+    with_nan.X[3, 5] = np.nan
+    with pytest.raises(ValueError, match="holds NaN values"):
+        trained.get_latent_representation(with_nan)
 
 
 def test_save_load_gives_identical_latents(trained, reference, query, tmp_path):

@@ -844,7 +844,11 @@ def _check_same_features(names: pd.Index, features: pd.Index) -> None:
 
 
 def _check_unit_range(matrix, what: str, chunk: int = 10_000) -> None:
-    """Raise unless every value of ``matrix`` lies in ``[0, 1]`` (backed data read by chunks)."""
+    """Raise unless every value of ``matrix`` lies in ``[0, 1]`` (backed data read by chunks).
+
+    NaN fails too (the comparisons below would let it through, and the encoder would then fail
+    inside torch with a message about distribution parameters).
+    """
     if matrix.shape[0] == 0:
         raise ValueError(f"{what} holds no cells.")
     low, high = np.inf, -np.inf
@@ -857,7 +861,13 @@ def _check_unit_range(matrix, what: str, chunk: int = 10_000) -> None:
     for block in blocks:
         data = block.data if hasattr(block, "tocsr") else np.asarray(block)
         if data.size:
-            low, high = min(low, float(data.min())), max(high, float(data.max()))
+            block_low = float(data.min())  # NaN when the block holds one
+            if np.isnan(block_low):
+                raise ValueError(
+                    f"{what} holds NaN values; SCALEX expects values in [0, 1] (see "
+                    "scalex_scvi.pp.preprocess and model.prepare_query)."
+                )
+            low, high = min(low, block_low), max(high, float(data.max()))
     if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
         raise ValueError(
             f"SCALEX expects values in [0, 1], but {what} ranges from {low:.3g} to {high:.3g}. "
