@@ -320,3 +320,11 @@ def test_aggregated_posterior_and_differential_abundance_of_a_query(trained, que
         trained.differential_abundance(query, sample_key="nope")
     with pytest.raises(ValueError, match="must be 'running'"):
         trained.get_latent_representation(dataloader=[], batch_norm="per_batch")
+
+
+def test_cells_without_a_batch_are_an_error(reference):
+    adata = reference.copy()
+    adata.obs["batch"] = adata.obs["batch"].astype(object)
+    adata.obs.iloc[:2, adata.obs.columns.get_loc("batch")] = np.nan
+    with pytest.raises(ValueError, match="2 cells have no batch"):
+        sx.SCALEX.setup_anndata(adata, batch_key="batch")

@@ -108,6 +108,11 @@ def test_cell_filter_is_quiet_when_it_removes_few_cells(reference_raw, recwarn):
 def test_bad_arguments(reference_raw):
     with pytest.raises(KeyError, match="nope"):
         sx.pp.preprocess(reference_raw, batch_key="nope", min_features=50)
+    unlabelled = reference_raw.copy()
+    unlabelled.obs["batch"] = unlabelled.obs["batch"].astype(object)
+    unlabelled.obs.iloc[:3, unlabelled.obs.columns.get_loc("batch")] = None
+    with pytest.raises(ValueError, match="3 cells have no batch"):
+        sx.pp.preprocess(unlabelled, batch_key="batch", min_features=50)
     with pytest.raises(ValueError, match="profile"):
         sx.pp.preprocess(reference_raw, profile="DNA", min_features=50)
     negative = reference_raw.copy()

@@ -29,6 +29,7 @@ from scvi.utils import setup_anndata_dsp
 from scalex_scvi._mudata import is_mudata, modality_with_obs
 from scalex_scvi.module import SCALEXVAE
 from scalex_scvi.pp._preprocess import RECIPE_KEY, prepare_query
+from scalex_scvi.pp._steps import check_batch_labels
 
 from ._batchnorm import HiddenStatistics, grouped_hidden_statistics
 from ._constants import INFERENCE_BATCH_SIZE, MIN_BATCH_NORM_CELLS, NO_BATCH_CATEGORY
@@ -147,6 +148,8 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         %(param_layer)s
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        if "source_registry" not in kwargs:  # a query's placeholder batch is always filled
+            check_batch_labels(adata.obs, batch_key)
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
@@ -209,6 +212,8 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 f"cells it has: mdata[mdata[{modalities.layer!r}].obs_names].copy() "
                 "(scalex_scvi.pp.preprocess(mdata, modality=...) returns such a MuData)."
             )
+        batch_obs = mdata.obs if modalities.batch_key is None else mdata[modalities.batch_key].obs
+        check_batch_labels(batch_obs, batch_key)
         mudata_fields = [
             MuDataLayerField(
                 REGISTRY_KEYS.X_KEY,

@@ -18,6 +18,7 @@ from scalex_scvi._mudata import is_mudata, modality_with_obs, replace_modality
 from ._steps import (
     RECIPE_KEY,
     as_csr,
+    check_batch_labels,
     check_counts,
     column_max,
     kept_features,
@@ -144,8 +145,7 @@ def preprocess(
         raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}.")
     if scale not in ("batch", "global"):
         raise ValueError(f"scale must be 'batch' or 'global', not {scale!r}.")
-    if batch_key is not None and batch_key not in adata.obs:
-        raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
+    check_batch_labels(adata.obs, batch_key)
     if binarize is not None and profile != "ATAC":
         raise ValueError(f"binarize applies to the ATAC profile, not to {profile!r}.")
     binarize = profile == "ATAC" and binarize is not False

@@ -30,6 +30,20 @@ def check_counts(matrix: sparse.csr_matrix, what: str) -> None:
         )
 
 
+def check_batch_labels(obs: pd.DataFrame, batch_key: str | None) -> None:
+    """Raise when the batch column is missing or leaves cells without a batch."""
+    if batch_key is None:
+        return
+    if batch_key not in obs:
+        raise KeyError(f"batch_key {batch_key!r} is not a column of obs.")
+    missing = int(obs[batch_key].isna().sum())
+    if missing:
+        raise ValueError(
+            f"{missing} cells have no batch (missing values in obs[{batch_key!r}]); give them "
+            "a batch of their own (e.g. 'unknown') or leave them out."
+        )
+
+
 def kept_features(var_names: pd.Index, keep_mt: bool) -> np.ndarray:
     """Boolean mask dropping ERCC spike-ins and mitochondrial genes unless ``keep_mt``."""
     if keep_mt:
