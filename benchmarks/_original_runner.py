@@ -6,6 +6,8 @@ Tasks:
   number of iterations run and iterations per second of the fit loop.
 - ``{"mode": "project", "adata": path, "model": dir, "outdir": dir, "eval": bool}``: projects
   with the saved model (``projection=``, ``repeat=True``), writes ``latent.npy``.
+- Either with ``"processed": false`` (and optionally ``"min_features"``): the original prepares
+  raw counts itself (its preprocessing, its gene list for a projection).
 """
 
 import json
@@ -46,13 +48,15 @@ def main() -> None:
     adata = sc.read_h5ad(task["adata"])
     start = time.perf_counter()
     common = dict(
-        processed=True,
+        processed=task.get("processed", True),
         outdir=task["outdir"],
         ignore_umap=True,
         show=False,
         num_workers=0,
         batch_name=task.get("batch_key", "batch"),
     )
+    if "min_features" in task:  # raw counts in (processed false): the original's cell filter
+        common["min_features"] = task["min_features"]
     if task["mode"] == "train":
         out = scalex.SCALEX(
             adata,

@@ -109,7 +109,9 @@ def integrate(
         Output folder (``adata.h5ad``, ``model/``, ``umap.png``, ``log.txt``); ``None`` writes
         nothing.
     projection
-        A saved model or atlas folder: project the data with it instead of training.
+        A saved model or atlas folder, or an output folder of the original package (see
+        :meth:`~scalex_scvi.SCALEX.load_original`; its reference cells are embedded again
+        with the query's BatchNorm statistics): project the data with it instead of training.
     repeat
         With ``projection``: return the query cells only; otherwise the reference cells
         (from the folder's ``adata.h5ad``, when present) are returned with them.
@@ -202,6 +204,7 @@ def integrate(
             )
             log.info(f"Prepared {prepared.n_obs} cells × {prepared.n_vars} features.")
 
+        reference = None  # the cells of the model projected onto, where its folder has them
         if projection is None:
             step("train")
             model = _train(
@@ -224,7 +227,7 @@ def integrate(
             }
         else:
             step("load model")
-            model, reference = _load_projection(projection)
+            model, reference = _load_projection(projection, profile)
             prepared = (
                 adata.copy() if processed else model.prepare_query(adata, batch_key=train_batch)
             )
@@ -236,6 +239,10 @@ def integrate(
         prepared.obsm[LATENT_KEY] = model.get_latent_representation(
             prepared, batch_size=chunk_size, batch_norm=batch_norm
         )
+        if reference is not None and LATENT_KEY not in reference.obsm:  # an original's cells
+            reference.obsm[LATENT_KEY] = model.get_latent_representation(
+                reference, batch_size=chunk_size, batch_norm=batch_norm
+            )
         if impute is not None and impute is not False:
             prepared.layers["impute"] = model.get_normalized_expression(
                 prepared,
@@ -372,10 +379,21 @@ def _train(
     return model
 
 
-def _load_projection(path: str | Path) -> tuple[SCALEX, ad.AnnData | None]:
-    """A saved model (``model/`` of an output folder, a model folder, or an atlas)."""
+def _load_projection(path: str | Path, profile: str) -> tuple[SCALEX, ad.AnnData | None]:
+    """A saved model and its reference cells, where the folder holds them.
+
+    ``path``: ``model/`` of an output folder, a model folder, an atlas, or an output folder of
+    the original package (whose reference cells are then embedded again by the caller, with the
+    query's BatchNorm statistics).
+    """
     path = Path(path)
     reference = None
+    if (path / "checkpoint" / "config.pt").exists():
+        model = SCALEX.load_original(path, profile=profile)
+        if (path / "adata.h5ad").exists():
+            reference = ad.read_h5ad(path / "adata.h5ad")
+            reference.obsm.pop(LATENT_KEY, None)  # the original's, BatchNorm in training mode
+        return model, reference
     if (path / "atlas.json").exists():
         from scalex_scvi._atlas import Atlas
 

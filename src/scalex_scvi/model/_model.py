@@ -6,8 +6,10 @@ import logging
 import math
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import rich.pretty  # noqa: F401  scvi-tools 1.4.2's view_anndata_setup calls it unimported
@@ -34,6 +36,12 @@ from scalex_scvi.pp._steps import check_batch_labels
 from ._batchnorm import HiddenStatistics, grouped_hidden_statistics
 from ._constants import INFERENCE_BATCH_SIZE, MIN_BATCH_NORM_CELLS, NO_BATCH_CATEGORY
 from ._optim import adam_creator
+from ._original import (
+    module_state_from_original,
+    original_architecture,
+    original_recipe,
+    read_original_checkpoint,
+)
 from ._training_plan import SCALEXTrainingPlan
 from ._vae_methods import VAEMethodsMixin
 
@@ -706,6 +714,73 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             **kwargs,
         )
 
+    @classmethod
+    def load_original(
+        cls,
+        dir_path: str | Path,
+        batch_categories: Sequence[str] | None = None,
+        profile: Literal["RNA", "ATAC"] = "RNA",
+    ) -> SCALEX:
+        """Load a model trained by the original package (``scalex`` 1.0.4).
+
+        Reads the original's ``checkpoint/config.pt`` and ``checkpoint/model.pt`` (pickles, read
+        as the original reads them: only load checkpoints you trust) into a trained SCALEX
+        model without data, so that new data can be projected with this package: embedded
+        deterministically (BatchNorm in eval mode; ``batch_norm="per_batch"`` for the
+        original's per-batch statistics), mapped onto an :class:`~scalex_scvi.Atlas`, decoded.
+
+        Parameters
+        ----------
+        dir_path
+            The original's output folder (``outdir``) or its ``checkpoint`` folder.
+        batch_categories
+            Names of the training batches, in the original's domain order. ``None`` reads
+            them from ``adata.h5ad`` in the output folder (``obs['batch']``), or names them
+            ``"0"``, ``"1"``, ... when it is not there.
+        profile
+            ``"RNA"`` or ``"ATAC"``: how :meth:`prepare_query` prepares raw counts, as the
+            original does for that profile (normalised to 10,000 per cell and log-transformed,
+            reindexed to the model's features, MaxAbs-scaled by the maxima of the whole query);
+            checked against the original in ``benchmarks/results/original_checkpoint.md``.
+
+        Returns
+        -------
+        The model; its batch column is ``"batch"``, as in the original.
+        """
+        config, state = read_original_checkpoint(dir_path)
+        features, n_hidden, n_latent, n_domain = original_architecture(config)
+        if batch_categories is None:
+            batch_categories = _original_batches(Path(dir_path), n_domain)
+        batch_categories = [str(name) for name in batch_categories]
+        if len(batch_categories) != n_domain:
+            raise ValueError(
+                f"The checkpoint has {n_domain} batches; got {len(batch_categories)} names."
+            )
+        stub = AnnData(  # one cell per batch: registers the features and the batch names
+            X=np.zeros((n_domain, len(features)), dtype=np.float32),
+            obs=pd.DataFrame(
+                {"batch": pd.Categorical(batch_categories, categories=batch_categories)},
+                index=[f"cell{i}" for i in range(n_domain)],
+            ),
+            var=pd.DataFrame(index=features),
+        )
+        with warnings.catch_warnings():  # about batches of fewer than 3 cells: no training
+            warnings.filterwarnings("ignore", message=".*fewer than 3 cells", category=UserWarning)
+            cls.setup_anndata(stub, batch_key="batch")
+        manager = cls._get_most_recent_anndata_manager(stub, required=True)
+        cls._setup_adata_manager_store.pop(manager.adata_uuid)  # the stub is not kept
+        model = cls(
+            registry=manager.registry,
+            n_hidden=n_hidden,
+            n_latent=n_latent,
+            kl_weight=PAPER_KL_WEIGHT,
+        )
+        model.module.load_state_dict(module_state_from_original(state, n_domain))
+        model.module.eval()
+        model.is_trained_ = True
+        model.preprocess_recipe_ = original_recipe(features, profile)
+        return model
+
     @property
     def feature_names(self) -> pd.Index:
         """Names of the model's features, in the model's order."""
@@ -827,6 +902,19 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if layer is None:
             return AnnData(X=matrix, obs=obs, var=var)
         return AnnData(obs=obs, var=var, layers={layer: matrix})
+
+
+def _original_batches(dir_path: Path, n_domain: int) -> list[str]:
+    """Batch names of an original model from its output folder's ``adata.h5ad``."""
+    path = dir_path / "adata.h5ad"
+    if path.is_file():
+        batches = ad.read_h5ad(path, backed="r").obs.get("batch")
+        if batches is not None and hasattr(batches, "cat"):
+            categories = [str(name) for name in batches.cat.categories]
+            if len(categories) == n_domain:
+                return categories
+    logger.warning("No batch names with the checkpoint; they are called 0 to %d.", n_domain - 1)
+    return [str(i) for i in range(n_domain)]
 
 
 def _check_same_features(names: pd.Index, features: pd.Index) -> None:

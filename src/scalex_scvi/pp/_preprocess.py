@@ -16,6 +16,7 @@ from scipy import sparse
 from scalex_scvi._mudata import is_mudata, modality_with_obs, replace_modality
 
 from ._steps import (
+    EXCLUDED_PREFIXES,
     RECIPE_KEY,
     as_csr,
     check_batch_labels,
@@ -203,7 +204,9 @@ def prepare_query(
     log-transformed as in training (ATAC: binarised, unless the recipe has ``binarize=False``),
     reindexed to the recipe's features with zeros for features the query lacks, and scaled: with
     ``scale="batch"`` each query batch by its own maxima (``batch_key``; the whole query when
-    ``None``), with ``scale="global"`` by the reference's maxima, clipped to 1.
+    ``None``), with ``scale="global"`` by the reference's maxima, clipped to 1 (the recipe of a
+    model of the original package, :meth:`~scalex_scvi.SCALEX.load_original`, scales the whole
+    query by its own maxima, as the original).
 
     Parameters
     ----------
@@ -252,7 +255,7 @@ def prepare_query(
         binarized = _binarized(recipe)
         # the genes a cell's total is taken over (ATAC: every peak, none is dropped)
         keep_all = profile == "ATAC" or bool(recipe["keep_mt"])
-        kept = kept_features(names, keep_all).astype(np.float32)
+        kept = kept_features(names, keep_all, _excluded(recipe)).astype(np.float32)
         blocks, totals = [], []
         for i, block in enumerate(_count_blocks(adata, layer)):
             first = i == 0  # the feature check (and its warning) once
@@ -273,6 +276,8 @@ def prepare_query(
     groups = adata.obs[batch_key].astype(str).to_numpy() if batch_key is not None else None
     if recipe["scale"] == "batch":
         values = maxabs_scale(values, groups)
+    elif recipe["scale"] == "query":  # the original 1.0.4's projection: one scaler per query
+        values = maxabs_scale(values, None)
     elif recipe["scale"] == "global":
         feature_max = np.asarray(recipe["feature_max"], dtype=np.float32)
         values = scale_columns(values, feature_max, copy=False)  # values is our own copy
@@ -297,12 +302,18 @@ def _transformed_features(adata: AnnData, layer: str | None, recipe: dict) -> An
     work = _counts_copy(adata, layer)
     profile = str(recipe["profile"])
     if profile == "RNA":
-        work = work[:, kept_features(work.var_names, bool(recipe["keep_mt"]))].copy()
+        excluded = _excluded(recipe)
+        work = work[:, kept_features(work.var_names, bool(recipe["keep_mt"]), excluded)].copy()
     binarized = _binarized(recipe)
     if binarized:
         work.X.data[:] = 1.0
     _transform(work, profile, float(recipe["target_sum"]), binarized)
     return work
+
+
+def _excluded(recipe: dict) -> tuple[str, ...]:
+    """Name prefixes of the genes left out of a cell's total (spike-ins, mitochondrial)."""
+    return tuple(recipe.get("excluded_prefixes", EXCLUDED_PREFIXES))
 
 
 def _binarized(recipe: dict) -> bool:

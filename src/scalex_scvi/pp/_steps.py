@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,11 +45,17 @@ def check_batch_labels(obs: pd.DataFrame, batch_key: str | None) -> None:
         )
 
 
-def kept_features(var_names: pd.Index, keep_mt: bool) -> np.ndarray:
-    """Boolean mask dropping ERCC spike-ins and mitochondrial genes unless ``keep_mt``."""
+def kept_features(
+    var_names: pd.Index, keep_mt: bool, prefixes: Sequence[str] = EXCLUDED_PREFIXES
+) -> np.ndarray:
+    """Boolean mask dropping ERCC spike-ins and mitochondrial genes unless ``keep_mt``.
+
+    ``prefixes`` name them (a recipe of an original model drops every name starting with
+    "ERCC", as the original does).
+    """
     if keep_mt:
         return np.ones(len(var_names), dtype=bool)
-    return ~np.asarray(var_names.astype(str).str.startswith(EXCLUDED_PREFIXES), dtype=bool)
+    return ~np.asarray(var_names.astype(str).str.startswith(tuple(prefixes)), dtype=bool)
 
 
 def column_max(matrix: sparse.csr_matrix) -> np.ndarray:
