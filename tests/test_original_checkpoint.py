@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -144,3 +145,18 @@ def test_integrate_projects_onto_an_original_folder(trained, reference, query_ra
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_atlas_of_an_original_model(trained, reference, query_raw, tmp_path):
+    """getting_started.md, section 8: an original's folder into an atlas that maps raw data."""
+    _write_original(trained, tmp_path)
+    reference.write_h5ad(tmp_path / "adata.h5ad")
+    model = sx.SCALEX.load_original(tmp_path)
+    atlas = sx.Atlas.build(model, ad.read_h5ad(tmp_path / "adata.h5ad"), label_key="cell_type")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mapped = atlas.map(query_raw, batch_key="batch")
+    np.testing.assert_array_equal(
+        mapped.obsm["X_scalex"], model.get_latent_representation(model.prepare_query(query_raw))
+    )
+    assert mapped.obs["cell_type_predicted"].isin([*reference.obs["cell_type"], "Unknown"]).all()
