@@ -161,3 +161,17 @@ def test_atlas_from_mudata(mudata_model, trained, query_raw):
     assert (
         mapped.obs["cell_type_predicted"].tolist() == expected.obs["cell_type_predicted"].tolist()
     )
+
+
+def test_prepared_mudata_follows_the_prepared_cells(reference_mdata):
+    """Another modality first, in another cell order: the result is ready for setup_mudata."""
+    prot, rna = reference_mdata["prot"], reference_mdata["rna"]
+    shuffled = md.MuData({"prot": prot[::-1].copy(), "rna": rna.copy()})
+    shuffled.obs["batch"] = reference_mdata.obs["batch"].reindex(shuffled.obs_names).to_numpy()
+    prepared = sx.pp.preprocess(shuffled, modality="rna", **PREP)
+    assert prepared.obs_names.equals(prepared["rna"].obs_names)
+    assert prepared["prot"].obs_names.equals(prepared["rna"].obs_names)
+    np.testing.assert_array_equal(
+        prepared["prot"].X.toarray(), prot[prepared.obs_names].X.toarray()
+    )
+    sx.SCALEX.setup_mudata(prepared, batch_key="batch", modalities={"layer": "rna"})

@@ -68,11 +68,13 @@ def replace_modality(mdata: MuData, modality: str, prepared: AnnData) -> MuData:
     from mudata import MuData
 
     cells = prepared.obs_names
-    parts = {
-        name: prepared if name == modality else part[part.obs_names.isin(cells)].copy()
+    parts = {  # each modality in the prepared one's cell order
+        name: prepared if name == modality else part[cells[cells.isin(part.obs_names)]].copy()
         for name, part in mdata.mod.items()
     }
     result = MuData(parts)
+    if not result.obs_names.equals(cells):  # the union of the modalities' cells, reordered
+        result = result[cells].copy()
     for column in mdata.obs.columns:
         if ":" not in column and column not in result.obs:
             result.obs[column] = mdata.obs[column].reindex(result.obs_names).to_numpy()

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import rich.pretty  # noqa: F401  scvi-tools 1.4.2's view_anndata_setup calls it unimported
@@ -39,8 +38,10 @@ from ._optim import adam_creator
 from ._original import (
     module_state_from_original,
     original_architecture,
+    original_batch_names,
     original_recipe,
     read_original_checkpoint,
+    registry_of,
 )
 from ._training_plan import SCALEXTrainingPlan
 from ._vae_methods import VAEMethodsMixin
@@ -750,27 +751,15 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         config, state = read_original_checkpoint(dir_path)
         features, n_hidden, n_latent, n_domain = original_architecture(config)
         if batch_categories is None:
-            batch_categories = _original_batches(Path(dir_path), n_domain)
+            batch_categories = original_batch_names(dir_path, n_domain)
         batch_categories = [str(name) for name in batch_categories]
         if len(batch_categories) != n_domain:
             raise ValueError(
                 f"The checkpoint has {n_domain} batches; got {len(batch_categories)} names."
             )
-        stub = AnnData(  # one cell per batch: registers the features and the batch names
-            X=np.zeros((n_domain, len(features)), dtype=np.float32),
-            obs=pd.DataFrame(
-                {"batch": pd.Categorical(batch_categories, categories=batch_categories)},
-                index=[f"cell{i}" for i in range(n_domain)],
-            ),
-            var=pd.DataFrame(index=features),
-        )
-        with warnings.catch_warnings():  # about batches of fewer than 3 cells: no training
-            warnings.filterwarnings("ignore", message=".*fewer than 3 cells", category=UserWarning)
-            cls.setup_anndata(stub, batch_key="batch")
-        manager = cls._get_most_recent_anndata_manager(stub, required=True)
-        cls._setup_adata_manager_store.pop(manager.adata_uuid)  # the stub is not kept
+        registry = registry_of(cls, features, batch_categories)
         model = cls(
-            registry=manager.registry,
+            registry=registry,
             n_hidden=n_hidden,
             n_latent=n_latent,
             kl_weight=PAPER_KL_WEIGHT,
@@ -831,7 +820,8 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_key = self.registry_["setup_args"]["batch_key"]
         if batch_key is not None:
             batch_modality = fields[REGISTRY_KEYS.BATCH_KEY]["data_registry"].get("mod_key")
-            source = data.obs if batch_modality is None else data.mod[batch_modality].obs
+            part = data.mod.get(batch_modality) if batch_modality is not None else data
+            source = part.obs if part is not None else pd.DataFrame()
             if batch_key in source:
                 adata.obs[batch_key] = source[batch_key].reindex(adata.obs_names).to_numpy()
         return adata
@@ -902,19 +892,6 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if layer is None:
             return AnnData(X=matrix, obs=obs, var=var)
         return AnnData(obs=obs, var=var, layers={layer: matrix})
-
-
-def _original_batches(dir_path: Path, n_domain: int) -> list[str]:
-    """Batch names of an original model from its output folder's ``adata.h5ad``."""
-    path = dir_path / "adata.h5ad"
-    if path.is_file():
-        batches = ad.read_h5ad(path, backed="r").obs.get("batch")
-        if batches is not None and hasattr(batches, "cat"):
-            categories = [str(name) for name in batches.cat.categories]
-            if len(categories) == n_domain:
-                return categories
-    logger.warning("No batch names with the checkpoint; they are called 0 to %d.", n_domain - 1)
-    return [str(i) for i in range(n_domain)]
 
 
 def _check_same_features(names: pd.Index, features: pd.Index) -> None:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import torch
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
+
+    from scvi.model.base import BaseModelClass
+
+logger = logging.getLogger(__name__)
 
 # SCALEXVAE's encoder and decoder layer names, and the original VAE's
 _ENCODER_KEYS = {
@@ -114,3 +122,46 @@ def original_recipe(features: np.ndarray, profile: str) -> dict:
         "features": np.asarray(features, dtype=str),
         "source": "scalex 1.0.4 checkpoint",
     }
+
+
+def original_batch_names(dir_path: str | Path, n_domain: int) -> list[str]:
+    """Batch names of an original model, in its domain order.
+
+    ``obs['batch']`` of ``adata.h5ad`` in its output folder (the cells it was trained on), else
+    ``"0"``, ``"1"``, ...
+    """
+    folder = Path(dir_path)
+    folder = folder.parent if folder.name == "checkpoint" else folder
+    path = folder / "adata.h5ad"
+    if path.is_file():
+        batches = ad.read_h5ad(path, backed="r").obs.get("batch")
+        if batches is not None and hasattr(batches, "cat"):
+            categories = [str(name) for name in batches.cat.categories]
+            if len(categories) == n_domain:
+                return categories
+    logger.warning("No batch names with the checkpoint; they are called 0 to %d.", n_domain - 1)
+    return [str(i) for i in range(n_domain)]
+
+
+def registry_of(
+    model_cls: type[BaseModelClass], features: np.ndarray, batch_categories: Sequence[str]
+) -> dict:
+    """A registry of ``model_cls`` for ``features`` and the batches ``batch_categories``.
+
+    Made by registering a stub AnnData of one cell per batch (batch column ``"batch"``), which
+    is not kept.
+    """
+    stub = ad.AnnData(
+        X=np.zeros((len(batch_categories), len(features)), dtype=np.float32),
+        obs=pd.DataFrame(
+            {"batch": pd.Categorical(batch_categories, categories=batch_categories)},
+            index=[f"cell{i}" for i in range(len(batch_categories))],
+        ),
+        var=pd.DataFrame(index=features),
+    )
+    with warnings.catch_warnings():  # about batches of fewer than 3 cells: nothing trains here
+        warnings.filterwarnings("ignore", message=".*fewer than 3 cells", category=UserWarning)
+        model_cls.setup_anndata(stub, batch_key="batch")
+    manager = model_cls._get_most_recent_anndata_manager(stub, required=True)
+    model_cls._setup_adata_manager_store.pop(manager.adata_uuid)
+    return manager.registry
