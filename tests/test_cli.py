@@ -89,6 +89,13 @@ def test_top_level_help_lists_every_command():
         assert command in text
 
 
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"scalex-scvi {sx.__version__}"
+
+
 def test_integrate_writes_everything(integrated):
     adata = ad.read_h5ad(integrated / "adata.h5ad")
     assert adata.n_obs == 910 and "latent" in adata.obsm and "X_scalex_umap" in adata.obsm

@@ -218,6 +218,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _package_version() -> str:
+    import scalex_scvi
+
+    return scalex_scvi.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``scalex-scvi``."""
     from scalex_scvi.benchmark import DEFAULT_METHODS, METHODS
@@ -226,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="scalex-scvi",
         description="SCALEX online single-cell data integration (scvi-tools plugin).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     integrate = commands.add_parser(
