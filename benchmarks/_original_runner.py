@@ -5,7 +5,8 @@ Tasks:
   on preprocessed data (``processed=True``), writes ``latent.npy``; reports wall time, the
   number of iterations run and iterations per second of the fit loop.
 - ``{"mode": "project", "adata": path, "model": dir, "outdir": dir, "eval": bool}``: projects
-  with the saved model (``projection=``, ``repeat=True``), writes ``latent.npy``.
+  with the saved model (``projection=``, ``repeat=True``), writes ``latent.npy``; with
+  ``"impute": name`` also the decoded values in ``layers['impute']`` of ``outdir/adata.h5ad``.
 - Either with ``"processed": false`` (and optionally ``"min_features"``): the original prepares
   raw counts itself (its preprocessing, its gene list for a projection).
 """
@@ -67,7 +68,12 @@ def main() -> None:
         )
     else:
         out = scalex.SCALEX(
-            adata, projection=task["model"], repeat=True, eval=task.get("eval", False), **common
+            adata,
+            projection=task["model"],
+            repeat=True,
+            eval=task.get("eval", False),
+            impute=task.get("impute"),
+            **common,
         )
     wall = time.perf_counter() - start
     np.save(f"{task['outdir']}/latent.npy", np.asarray(out.obsm["latent"]))
