@@ -724,8 +724,8 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ) -> SCALEX:
         """Load a model trained by the original package (``scalex`` 1.0.4).
 
-        Reads the original's ``checkpoint/config.pt`` and ``checkpoint/model.pt`` (pickles, read
-        as the original reads them: only load checkpoints you trust) into a trained SCALEX
+        Reads the original's ``checkpoint/config.pt`` (a pickle, read as the original reads it:
+        only load checkpoints you trust) and ``checkpoint/model.pt`` into a trained SCALEX
         model without data, so that new data can be projected with this package: embedded
         deterministically (BatchNorm in eval mode; ``batch_norm="per_batch"`` for the
         original's per-batch statistics), mapped onto an :class:`~scalex_scvi.Atlas`, decoded.

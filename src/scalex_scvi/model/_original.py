@@ -34,8 +34,9 @@ _BATCH_NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tra
 def read_original_checkpoint(dir_path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """``config.pt`` and ``model.pt`` of an output folder of the original (or its checkpoint).
 
-    Both are pickles (the configuration holds a pandas Index), read with
-    ``torch.load(weights_only=False)`` as the original does: only read checkpoints you trust.
+    ``model.pt`` is a state dict, read as weights only. ``config.pt`` is a pickle (it holds a
+    pandas Index), read with ``torch.load(weights_only=False)`` as the original reads it: only
+    read checkpoints you trust.
     """
     folder = Path(dir_path)
     if (folder / "checkpoint").is_dir():
@@ -48,7 +49,7 @@ def read_original_checkpoint(dir_path: str | Path) -> tuple[dict, dict[str, torc
             "the output folder of scalex.SCALEX(..., outdir=...) or its checkpoint/ folder)."
         )
     config = torch.load(paths["config"], map_location="cpu", weights_only=False)
-    state = torch.load(paths["model"], map_location="cpu", weights_only=False)
+    state = torch.load(paths["model"], map_location="cpu", weights_only=True)
     return config, state
 
 
