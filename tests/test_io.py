@@ -106,6 +106,10 @@ def test_h5mu_modality():
     assert prot.n_vars == 49
     with pytest.raises(ValueError, match="modalities"):
         sx.io.read(path)
+    with pytest.raises(TypeError, match="several modalities"):
+        sx.io.read_many(mdata)
+    with pytest.raises(TypeError, match="several modalities"):
+        sx.integrate([mdata["rna"], mdata], ignore_umap=True, show=False)
 
 
 def test_glob_concatenates_with_sub_batch(small, tmp_path):

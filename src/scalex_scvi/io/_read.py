@@ -13,7 +13,7 @@ import pandas as pd
 import scanpy as sc
 from scipy import sparse
 
-from scalex_scvi._mudata import modality_with_obs
+from scalex_scvi._mudata import is_mudata, modality_with_obs
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -176,9 +176,14 @@ def read_many(
     -------
     One AnnData; inputs given as AnnData are not modified.
     """
-    if isinstance(data_list, str | Path | ad.AnnData):
+    if isinstance(data_list, str | Path | ad.AnnData) or is_mudata(data_list):
         data_list = [data_list]
     data_list = list(data_list)
+    if any(is_mudata(item) for item in data_list):
+        raise TypeError(
+            "A MuData holds several modalities; pass the one to integrate (mdata['rna']) or a "
+            "path such as data.h5mu/rna."
+        )
     if not data_list:
         raise ValueError("data_list is empty.")
     if batch_categories is not None and len(batch_categories) != len(data_list):
