@@ -117,8 +117,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         kl_weight: float | None = None,
     ):
         super().__init__(adata, registry)
-        if adata is not None:
-            _check_unit_range(self._registered_matrix(adata), "the training data")
+        features = self._features_adata(adata) if adata is not None else None  # once per MuData
+        if features is not None:
+            _check_unit_range(self._registered_matrix(features), "the training data")
         if kl_weight is None:
             kl_weight = default_kl_weight(self.summary_stats.n_vars)
         self.module = self._module_cls(
@@ -128,7 +129,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             n_latent=n_latent,
             kl_weight=kl_weight,
         )
-        recipe = self._features_adata(adata).uns.get(RECIPE_KEY) if adata is not None else None
+        recipe = features.uns.get(RECIPE_KEY) if features is not None else None
         self.preprocess_recipe_ = dict(recipe) if recipe is not None else None
         self._model_summary_string = (
             f"SCALEX model with n_hidden: {n_hidden}, n_latent: {n_latent}, "
