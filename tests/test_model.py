@@ -27,6 +27,18 @@ def test_training_lowers_the_loss(trained):
     assert {"elbo_train", "reconstruction_loss_train", "kl_local_train"} <= set(trained.history)
 
 
+def test_further_training_updates_batchnorm_statistics(reference):
+    """A second train() call (after inference put the module in eval mode) trains in train mode."""
+    model = train_small(reference.copy(), iterations=10)
+    model.get_latent_representation()
+    encoder_mean = model.module.z_encoder.norm.running_mean.clone()
+    decoder_mean = model.module.decoder.norm.running_mean.clone()
+    model.train(max_iterations=10, early_stopping=False, enable_progress_bar=False)
+    assert not torch.equal(model.module.z_encoder.norm.running_mean, encoder_mean)
+    assert not torch.equal(model.module.decoder.norm.running_mean, decoder_mean)
+    assert not model.module.training  # back in eval mode for inference
+
+
 def test_train_defaults_are_the_papers(reference):
     adata = reference.copy()
     sx.SCALEX.setup_anndata(adata, batch_key="batch")

@@ -175,3 +175,15 @@ def test_prepared_mudata_follows_the_prepared_cells(reference_mdata):
         prepared["prot"].X.toarray(), prot[prepared.obs_names].X.toarray()
     )
     sx.SCALEX.setup_mudata(prepared, batch_key="batch", modalities={"layer": "rna"})
+
+
+def test_mudata_query_model(mudata_model, query, trained):
+    """load_query_data with a MuData reference takes a prepared MuData query, as the AnnData."""
+    query_mdata = _as_mudata(query)
+    query_model = sx.SCALEX.load_query_data(query_mdata, mudata_model)
+    anndata_query_model = sx.SCALEX.load_query_data(query.copy(), trained)
+    assert list(query_model.batch_categories) == ["3pv2", "5p", "3pv1"]
+    np.testing.assert_array_equal(
+        query_model.get_normalized_expression(return_numpy=True),
+        anndata_query_model.get_normalized_expression(return_numpy=True),
+    )

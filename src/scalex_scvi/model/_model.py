@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import warnings
@@ -43,6 +44,7 @@ from ._original import (
     read_original_checkpoint,
     registry_of,
 )
+from ._query import extended_state, set_new_domain_statistics
 from ._training_plan import SCALEXTrainingPlan
 from ._vae_methods import VAEMethodsMixin
 
@@ -56,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 _RANGE_TOLERANCE = 1e-4
 PAPER_KL_WEIGHT = 0.5
+DEFAULT_WEIGHT_DECAY = 5e-4  # the paper's
 FULL_KL_FEATURES = 1000  # below this many features the default KL weight shrinks linearly
 _COLLAPSE_STD = 0.01  # latent standard deviation under which every dimension counts as collapsed
 _COLLAPSE_SAMPLE = 5000
@@ -246,7 +249,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         max_iterations: int = 30_000,
         batch_size: int = 64,
         lr: float = 2e-4,
-        weight_decay: float = 5e-4,
+        weight_decay: float | None = None,
         early_stopping: bool = True,
         early_stopping_patience: int = 10,
         train_size: float = 1.0,
@@ -277,7 +280,10 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             came within 0.006 scib Total of the defaults on the benchmark panel's datasets in a
             fifth to a third of the time (``benchmarks/results/panel.md``).
         weight_decay
-            Weight decay of Adam.
+            Weight decay of Adam; ``None`` uses the paper's 5e-4, or 0 for a query model
+            (:meth:`load_query_data`), which trains only the new batches' decoder
+            normalisation: Adam's weight decay would also shrink the reference's fixed
+            parameters, so a query model refuses any other value.
         early_stopping
             Whether to stop once the monitored loss stops improving.
         early_stopping_patience
@@ -302,7 +308,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         plan_kwargs = dict(plan_kwargs or {})
         optimizer_args = {
             "lr": plan_kwargs.pop("lr", lr),
-            "weight_decay": plan_kwargs.pop("weight_decay", weight_decay),
+            "weight_decay": self._query_weight_decay(
+                plan_kwargs.pop("weight_decay", weight_decay)
+            ),
             "eps": plan_kwargs.pop("eps", 1e-8),
         }
         plan_kwargs = {
@@ -318,18 +326,43 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         )
         if not has_validation:
             kwargs.setdefault("limit_val_batches", 0)
-        super().train(
-            max_epochs=max_epochs,
-            max_steps=max_iterations,
-            batch_size=batch_size,
-            train_size=train_size,
-            validation_size=validation_size,
-            early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            plan_kwargs=plan_kwargs,
-            **kwargs,
-        )
+        if self.module.n_frozen_batches and self.history_ is None:
+            self.is_trained_ = False  # a query model's first training starts its own history
+        # Lightning (>= 2.2) keeps the modules' mode at the start of fitting; after any
+        # inference (eval mode) further training would otherwise run with frozen BatchNorms.
+        self.module.train()
+        with warnings.catch_warnings():
+            if self.module.n_frozen_batches:  # a query model's encoder stays in eval mode
+                warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            super().train(
+                max_epochs=max_epochs,
+                max_steps=max_iterations,
+                batch_size=batch_size,
+                train_size=train_size,
+                validation_size=validation_size,
+                early_stopping=early_stopping,
+                early_stopping_patience=early_stopping_patience,
+                plan_kwargs=plan_kwargs,
+                **kwargs,
+            )
         self._warn_if_collapsed()
+
+    def _query_weight_decay(self, weight_decay: float | None) -> float:
+        """The weight decay to train with; checks that a query model has batches to fit."""
+        n_frozen = self.module.n_frozen_batches
+        if not n_frozen:
+            return DEFAULT_WEIGHT_DECAY if weight_decay is None else weight_decay
+        if n_frozen == self.module.n_batch:
+            raise ValueError(
+                "Every batch of this query model is a reference batch, so there is nothing to "
+                "train: their decoder normalisation is the reference's."
+            )
+        if weight_decay:
+            raise ValueError(
+                "A query model trains only its new batches' decoder normalisation; weight decay "
+                "would also shrink the reference's fixed parameters. Leave weight_decay=None."
+            )
+        return 0.0
 
     def _warn_if_collapsed(self) -> None:
         """Warn when the latent means of the training cells do not vary (posterior collapse)."""
@@ -717,6 +750,91 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         )
 
     @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData | MuData,
+        reference_model: SCALEX | str | Path,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+    ) -> SCALEX:
+        """A model for new batches: the reference model with a decoder normalisation for each.
+
+        The scArches-style entry point of scvi-tools (:meth:`scvi.model.SCVI.load_query_data`).
+        SCALEX needs no training to embed new batches (:meth:`get_latent_representation` on
+        the reference model does that); what new batches lack is the decoder's normalisation,
+        which the ELBO, the reconstruction error, the marginal log-likelihood and decoding a
+        cell through its own batch (:meth:`get_normalized_expression`) need. The returned model
+        holds the reference's encoder and decoder unchanged, so every cell's latent is exactly
+        the reference model's, plus one decoder BatchNorm per batch of ``adata`` that the
+        reference lacks. Each starts with the running statistics of that batch's cells (their
+        decoder input from the latent means) and the mean scale and shift of the reference
+        batches; :meth:`train` then fits the new batches' scale and shift, and nothing else.
+
+        Cells of ``adata`` whose batch the reference knows use that batch's normalisation. The
+        returned model is set up with ``adata`` (registered as by :meth:`setup_anndata`). A
+        saved query model loads as an ordinary model, every parameter trainable, as in
+        scvi-tools.
+
+        Parameters
+        ----------
+        adata
+            The new cells, prepared by the reference's :meth:`prepare_query` (the model's
+            features in its order, values in ``[0, 1]``), with the reference's batch column
+            naming their batches; a MuData for a reference set up with one.
+        reference_model
+            The trained reference model, or the directory it was saved to.
+        accelerator, device
+            Where a reference loaded from a directory runs (``"auto"``: a GPU where there is
+            one); the query model runs where the reference runs.
+
+        Returns
+        -------
+        The query model, trained as far as the reference is; :meth:`train` is optional.
+
+        Examples
+        --------
+        >>> query = model.prepare_query(raw_query, batch_key="batch")
+        >>> query_model = scalex_scvi.SCALEX.load_query_data(query, model)
+        >>> query_model.train(max_epochs=50)
+        >>> query_model.get_reconstruction_error()
+        """
+        reference = reference_model
+        if not isinstance(reference, SCALEX):
+            reference = cls.load(str(reference_model), accelerator=accelerator, device=device)
+        reference._check_if_trained(warn=False)
+        registry = reference.registry_
+        features = reference._features_adata(adata)
+        _check_same_features(
+            pd.Index(features.var_names),
+            reference.feature_names,
+            advice="Prepare the new cells with reference_model.prepare_query(raw_counts), which "
+            "reindexes them to the model's features.",
+        )
+        batch_key = registry["setup_args"]["batch_key"]
+        if batch_key is not None and batch_key not in features.obs:
+            raise KeyError(
+                f"adata.obs has no {batch_key!r} column, the reference's batch column; name "
+                f"the new cells' batches there (e.g. adata.obs[{batch_key!r}] = 'query')."
+            )
+        _check_unit_range(reference._registered_matrix(features), "adata")
+        setup = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
+        setup(adata, source_registry=registry, extend_categories=True, **registry["setup_args"])
+        module = reference.module
+        model = cls(
+            adata, n_hidden=module.n_hidden, n_latent=module.n_latent, kl_weight=module.kl_weight
+        )
+        model.preprocess_recipe_ = copy.deepcopy(reference.preprocess_recipe_)
+        model.module.load_state_dict(extended_state(module, model.module.n_batch))
+        model.to_device(reference.device)
+        model.module.eval()
+        set_new_domain_statistics(
+            model.module, model._data_loader(model.adata, None, None), module.n_batch
+        )
+        model.module.freeze_reference(module.n_batch)
+        model.is_trained_ = True
+        return model
+
+    @classmethod
     def load_original(
         cls,
         dir_path: str | Path,
@@ -895,7 +1013,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         return AnnData(obs=obs, var=var, layers={layer: matrix})
 
 
-def _check_same_features(names: pd.Index, features: pd.Index) -> None:
+def _check_same_features(names: pd.Index, features: pd.Index, advice: str | None = None) -> None:
     """Raise unless ``names`` are exactly the model's ``features``, in the same order."""
     if names.equals(features):
         return
@@ -907,11 +1025,13 @@ def _check_same_features(names: pd.Index, features: pd.Index) -> None:
             f"lacks {len(missing)} of the model's {len(features)} features "
             f"(e.g. {list(missing[:3])}) and has {len(extra)} others"
         )
-    raise ValueError(
-        f"adata {problem}. Pass an AnnData with the model's features in the model's order "
-        "(SCALEX.load(dir_path).feature_names), or load without adata and embed it with "
-        "get_latent_representation(adata), which reorders (raw counts: prepare_query first)."
-    )
+    if advice is None:
+        advice = (
+            "Pass an AnnData with the model's features in the model's order "
+            "(SCALEX.load(dir_path).feature_names), or load without adata and embed it with "
+            "get_latent_representation(adata), which reorders (raw counts: prepare_query first)."
+        )
+    raise ValueError(f"adata {problem}. {advice}")
 
 
 def _check_unit_range(matrix, what: str, chunk: int = 10_000) -> None:

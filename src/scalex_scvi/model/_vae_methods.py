@@ -277,5 +277,6 @@ class VAEMethodsMixin(VAEMixin):
             ]
             raise ValueError(
                 f"Cells of batches the model was not trained on ({names}) have no decoder "
-                f"normalisation; {advice} ({list(self.batch_categories)})."
+                f"normalisation; {advice} ({list(self.batch_categories)}), or give those "
+                "batches one with SCALEX.load_query_data(adata, model)."
             )

@@ -35,6 +35,11 @@ class DomainSpecificBatchNorm1d(nn.Module):
     single cell cannot provide statistics; that cell is normalised with the domain's running
     statistics (the original passes it through unnormalised). In evaluation mode every cell is
     normalised with its domain's running statistics.
+
+    ``frozen_domains`` (an attribute, 0 by default) marks the first domains as fixed: their cells
+    are normalised with the running statistics in training mode too, and those statistics are
+    not updated (used when only the domains of new batches are fitted, see
+    :meth:`scalex_scvi.SCALEX.load_query_data`).
     """
 
     def __init__(self, n_features: int, n_domains: int, eps: float = 1e-5, momentum: float = 0.1):
@@ -48,6 +53,7 @@ class DomainSpecificBatchNorm1d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(n_domains, n_features))
         self.register_buffer("running_var", torch.ones(n_domains, n_features))
         self.register_buffer("num_batches_tracked", torch.zeros(n_domains, dtype=torch.long))
+        self.frozen_domains = 0
 
     def forward(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` (cells × features) with the statistics of each cell's domain.
@@ -81,6 +87,8 @@ class DomainSpecificBatchNorm1d(nn.Module):
         centred = x - one_hot @ domain_mean
         domain_var = one_hot.T @ centred.square() / safe_counts  # biased, as BatchNorm1d
         has_stats = counts > 1
+        if self.frozen_domains:
+            has_stats[: self.frozen_domains] = False
 
         with torch.no_grad():
             unbiased = domain_var * (counts / (counts - 1).clamp(min=1)).unsqueeze(1)

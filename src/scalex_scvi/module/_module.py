@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -59,6 +60,42 @@ class SCALEXVAE(BaseModuleClass):
         self.kl_weight = kl_weight
         self.z_encoder = BatchFreeEncoder(n_input, n_hidden=n_hidden, n_latent=n_latent)
         self.decoder = DSBNDecoder(n_latent, n_input, self.n_batch)
+        self.n_frozen_batches = 0
+
+    def freeze_reference(self, n_reference_batches: int) -> None:
+        """Fix everything but the decoder BatchNorm of the batches after the first ones.
+
+        Used for a query model (:meth:`scalex_scvi.SCALEX.load_query_data`): the encoder, the
+        decoder's linear layer and the first ``n_reference_batches`` domains of the decoder's
+        BatchNorm (affine parameters and running statistics) no longer change in training, and
+        the encoder stays in evaluation mode (running statistics), so that every cell is encoded
+        in training exactly as at inference. Only the new domains' scale and shift are trained,
+        and their running statistics updated. The optimiser must not apply weight decay, which
+        would move the fixed rows of the affine parameters.
+
+        Parameters
+        ----------
+        n_reference_batches
+            Number of leading batches (domains) to fix.
+        """
+        norm = self.decoder.norm
+        if not 0 < n_reference_batches <= self.n_batch:
+            raise ValueError(f"n_reference_batches must lie in 1..{self.n_batch}.")
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        for parameter in (norm.weight, norm.bias):
+            parameter.requires_grad_(True)
+            parameter.register_hook(partial(_zero_leading_rows, n_rows=n_reference_batches))
+        norm.frozen_domains = n_reference_batches
+        self.n_frozen_batches = n_reference_batches
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> SCALEXVAE:
+        """Set training mode; a frozen encoder (see :meth:`freeze_reference`) stays in eval."""
+        super().train(mode)
+        if self.n_frozen_batches:
+            self.z_encoder.eval()
+        return self
 
     def _get_inference_input(
         self, tensors: dict[str, torch.Tensor], full_forward_pass: bool = True
@@ -211,3 +248,10 @@ class SCALEXVAE(BaseModuleClass):
         )
         samples = torch.bernoulli(generative_outputs[MODULE_KEYS.PX_KEY]).cpu()
         return samples.permute(1, 2, 0) if n_samples > 1 else samples
+
+
+def _zero_leading_rows(grad: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """The gradient with its first ``n_rows`` rows set to zero (a fixed parameter's rows)."""
+    grad = grad.clone()
+    grad[:n_rows] = 0
+    return grad
