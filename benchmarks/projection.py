@@ -10,7 +10,9 @@ For each split of the shared data (a reference and a query of other batches), in
   ``Atlas.map(..., batch_norm="balanced")``).
 - **scArches (scVI)**: scVI trained on the reference counts with scArches' recommended settings,
   then ``load_query_data`` + query training (200 epochs, weight decay 0, as scvi-tools'
-  reference-mapping tutorial), then the latent.
+  reference-mapping tutorial), then the latent. scvi-tools 1.4.2 leaves the query model in
+  evaluation mode and Lightning 2.6 keeps it so during fitting, so the query training runs
+  without dropout (docs/differences.md); kept as the package ships.
 - **original scalex 1.0.4**: its own venv with the three compat patches; trained on the same
   prepared reference with a fixed iteration budget (``--original-iterations``; its default of
   30,000 would take most of an hour per split on this machine), then its ``projection=`` on

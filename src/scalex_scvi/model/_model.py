@@ -308,9 +308,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         plan_kwargs = dict(plan_kwargs or {})
         optimizer_args = {
             "lr": plan_kwargs.pop("lr", lr),
-            "weight_decay": self._query_weight_decay(
-                plan_kwargs.pop("weight_decay", weight_decay)
-            ),
+            "weight_decay": self._weight_decay(plan_kwargs.pop("weight_decay", weight_decay)),
             "eps": plan_kwargs.pop("eps", 1e-8),
         }
         plan_kwargs = {
@@ -326,28 +324,32 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         )
         if not has_validation:
             kwargs.setdefault("limit_val_batches", 0)
-        if self.module.n_frozen_batches and self.history_ is None:
+        query_model = bool(self.module.n_frozen_batches)
+        if query_model and self.history_ is None:
             self.is_trained_ = False  # a query model's first training starts its own history
         # Lightning (>= 2.2) keeps the modules' mode at the start of fitting; after any
         # inference (eval mode) further training would otherwise run with frozen BatchNorms.
         self.module.train()
         with warnings.catch_warnings():
-            if self.module.n_frozen_batches:  # a query model's encoder stays in eval mode
+            if query_model:  # its encoder stays in eval mode on purpose
                 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-            super().train(
-                max_epochs=max_epochs,
-                max_steps=max_iterations,
-                batch_size=batch_size,
-                train_size=train_size,
-                validation_size=validation_size,
-                early_stopping=early_stopping,
-                early_stopping_patience=early_stopping_patience,
-                plan_kwargs=plan_kwargs,
-                **kwargs,
-            )
+            try:
+                super().train(
+                    max_epochs=max_epochs,
+                    max_steps=max_iterations,
+                    batch_size=batch_size,
+                    train_size=train_size,
+                    validation_size=validation_size,
+                    early_stopping=early_stopping,
+                    early_stopping_patience=early_stopping_patience,
+                    plan_kwargs=plan_kwargs,
+                    **kwargs,
+                )
+            finally:
+                self.is_trained_ = self.is_trained_ or query_model  # usable if interrupted
         self._warn_if_collapsed()
 
-    def _query_weight_decay(self, weight_decay: float | None) -> float:
+    def _weight_decay(self, weight_decay: float | None) -> float:
         """The weight decay to train with; checks that a query model has batches to fit."""
         n_frozen = self.module.n_frozen_batches
         if not n_frozen:
