@@ -123,3 +123,19 @@ def test_query_model_errors(trained, query, query_model):
     known.obs["batch"] = "5p"
     with pytest.raises(ValueError, match="nothing to train"):
         sx.SCALEX.load_query_data(known, trained).train(max_iterations=1)
+
+
+def test_query_model_of_one_cell(trained, query):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # scvi-tools: a batch of fewer than 3 cells
+        model = sx.SCALEX.load_query_data(query[:1].copy(), trained)
+    norm = model.module.decoder.norm
+    reference_var = trained.module.decoder.norm.running_var
+    torch.testing.assert_close(norm.running_var[-1], reference_var.mean(0))
+    decoded = model.get_normalized_expression(return_numpy=True)
+    assert decoded.shape == (1, query.n_vars) and np.isfinite(decoded).all()
+    np.testing.assert_array_equal(
+        model.get_latent_representation(), trained.get_latent_representation(query[:1])
+    )

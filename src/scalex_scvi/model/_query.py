@@ -44,16 +44,12 @@ def extended_state(reference: SCALEXVAE, n_batch: int) -> dict[str, torch.Tensor
 @torch.inference_mode()
 def set_new_domain_statistics(
     module: SCALEXVAE, loader: Iterable[dict[str, torch.Tensor]], first_new: int
-) -> torch.Tensor:
+) -> None:
     """Set the running statistics of the decoder domains from ``first_new`` on from data.
 
     Each such domain gets the mean and unbiased variance, over its cells in ``loader``, of the
     decoder's input to its BatchNorm, computed from the latent means (the encoder in evaluation
-    mode). A domain with one cell keeps the reference domains' mean variance.
-
-    Returns
-    -------
-    The number of cells seen per domain.
+    mode). A domain with one cell gets the reference domains' mean variance.
     """
     norm = module.decoder.norm
     n_domains = norm.n_domains
@@ -76,4 +72,3 @@ def set_new_domain_statistics(
     )
     norm.running_mean[seen] = mean[seen].to(norm.running_mean)
     norm.running_var[seen] = var[seen].to(norm.running_var)
-    return counts
