@@ -63,6 +63,7 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 		--kl-weight 0.02 --output partial_overlap_seed1
 	cd benchmarks && ../$(BIN)/python projection_seeds.py --kl-weight 0.02
 	cd benchmarks && ../$(BIN)/python projection_seeds.py --splits adt_holdout_studies
+	cd benchmarks && ../$(BIN)/python decoder_bias_init.py --budgets 8000 0 --seed 1
 
 clean:
 	rm -rf $(OUTDIR) .pytest_cache .ruff_cache

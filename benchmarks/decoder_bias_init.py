@@ -9,9 +9,9 @@ both ways, side by side, on the benchmark panel's datasets: fixed budgets withou
 and the package defaults (early stopping). Scored as in the panel (scib-metrics without min-max
 scaling, the paper's metrics), with the last epoch's training reconstruction loss. The package
 keeps the zero start unless these figures say otherwise.
-Writes benchmarks/results/decoder_bias_init.{md,csv}.
+Writes benchmarks/results/decoder_bias_init.{md,csv} (``_seedN`` added for another seed).
 
-    python benchmarks/decoder_bias_init.py [--datasets ...] [--budgets 2000 4000 8000 0]
+    python benchmarks/decoder_bias_init.py [--datasets ...] [--budgets 2000 4000 8000 0] [--seed 0]
 """
 
 from __future__ import annotations
@@ -118,11 +118,12 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[2000, 4000, 8000, 0])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    stem = "decoder_bias_init" if args.seed == 0 else f"decoder_bias_init_seed{args.seed}"
     tables = []
     for name in args.datasets:
         tables.append(run_dataset(name, args.budgets, args.seed))
         table = pd.concat(tables, ignore_index=True)
-        table.to_csv(RESULTS / "decoder_bias_init.csv", index=False)
+        table.to_csv(RESULTS / f"{stem}.csv", index=False)
     shown = ["dataset", "method", "iterations", "train_s", "reconstruction_loss_train"]
     shown += ["batch_gene_mean_error", "Total", "Batch correction", "Bio conservation"]
     shown += ["over_correction"]
@@ -147,7 +148,7 @@ def main() -> None:
         "",
         provenance(),
     ]
-    (RESULTS / "decoder_bias_init.md").write_text("\n".join(lines))
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
