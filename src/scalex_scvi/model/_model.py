@@ -278,10 +278,11 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         lr
             Learning rate of Adam. ``lr=1e-3`` with ``max_iterations=4000`` and no early stopping
             came within 0.006 scib Total of the defaults on the benchmark panel's datasets in a
-            fifth to a third of the time (``benchmarks/results/panel.md``). Part of the slow
-            start at 2e-4: the decoder BatchNorm's shifts start at 0 and move at most about
-            ``lr`` per step, so the reconstruction stays far from the data's level for
-            thousands of steps (``benchmarks/results/decoder_bias_init.md``).
+            fifth to a third of the time (``benchmarks/results/panel.md``). At 2e-4 the
+            reconstruction stays far from the data's level for thousands of steps, as the
+            decoder BatchNorm's shifts start at 0 and move at most about ``lr`` per step;
+            starting them at the data's level did not bring the embedding's quality sooner
+            (``benchmarks/results/decoder_bias_init.md``).
         weight_decay
             Weight decay of Adam; ``None`` uses the paper's 5e-4, or 0 for a query model
             (:meth:`load_query_data`), which trains only the new batches' decoder
