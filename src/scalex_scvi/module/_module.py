@@ -60,7 +60,11 @@ class SCALEXVAE(BaseModuleClass):
         self.kl_weight = kl_weight
         self.z_encoder = BatchFreeEncoder(n_input, n_hidden=n_hidden, n_latent=n_latent)
         self.decoder = DSBNDecoder(n_latent, n_input, self.n_batch)
-        self.n_frozen_batches = 0
+
+    @property
+    def n_frozen_batches(self) -> int:
+        """Number of leading batches fixed by :meth:`freeze_reference` (0: none)."""
+        return self.decoder.norm.frozen_domains
 
     def freeze_reference(self, n_reference_batches: int) -> None:
         """Fix everything but the decoder BatchNorm of the batches after the first ones.
@@ -87,7 +91,6 @@ class SCALEXVAE(BaseModuleClass):
             parameter.requires_grad_(True)
             parameter.register_hook(partial(_zero_leading_rows, n_rows=n_reference_batches))
         norm.frozen_domains = n_reference_batches
-        self.n_frozen_batches = n_reference_batches
         self.train(self.training)
 
     def train(self, mode: bool = True) -> SCALEXVAE:
