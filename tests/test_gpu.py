@@ -102,3 +102,33 @@ def test_gpu_atlas_keeps_reference_and_reloads_on_cpu(gpu_model, query_raw, tmp_
     again = loaded.map(query_raw, batch_key="batch")
     np.testing.assert_allclose(again.obsm["X_scalex"], mapped.obsm["X_scalex"], atol=ATOL)
     assert isinstance(again, ad.AnnData)
+
+
+def test_gpu_query_model_trains_only_the_new_domain(gpu_model, query_raw):
+    query = gpu_model.prepare_query(query_raw, batch_key="batch")
+    model = sx.SCALEX.load_query_data(query, gpu_model)
+    assert model.device.type == "cuda"
+    before = {key: value.clone() for key, value in model.module.state_dict().items()}
+    model.train(
+        max_iterations=100,
+        lr=1e-2,
+        accelerator="gpu",
+        early_stopping=False,
+        enable_progress_bar=False,
+    )
+    assert model.trainer.global_step == 100
+    n_reference = gpu_model.module.n_batch
+    for key, value in model.module.state_dict().items():
+        assert value.device.type == "cuda", key
+        if key == "decoder.norm.num_batches_tracked":
+            continue
+        if key.startswith("decoder.norm."):
+            assert torch.equal(value[:n_reference], before[key][:n_reference]), key
+            assert not torch.equal(value[n_reference:], before[key][n_reference:]), key
+        else:
+            assert torch.equal(value, before[key]), key
+    np.testing.assert_allclose(
+        model.get_latent_representation(), gpu_model.get_latent_representation(query), atol=1e-6
+    )
+    decoded = model.get_normalized_expression(return_numpy=True)
+    assert decoded.shape == query.shape and np.isfinite(decoded).all()

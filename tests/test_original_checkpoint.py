@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 import scalex_scvi as sx
 
@@ -101,7 +102,8 @@ def test_one_domain_and_unnamed_batches(trained, query, tmp_path, caplog):
     )
     decoder = loaded.module.decoder.norm
     np.testing.assert_array_equal(
-        decoder.running_mean[0].numpy(), trained.module.decoder.norm.running_mean[0].numpy()
+        decoder.running_mean[0].cpu().numpy(),
+        trained.module.decoder.norm.running_mean[0].cpu().numpy(),
     )
 
 
@@ -116,6 +118,14 @@ def test_load_original_errors(trained, tmp_path):
         sx.SCALEX.load_original(tmp_path / "named", batch_categories=["a", "b", "c"])
     with pytest.raises(ValueError, match="profile"):
         sx.SCALEX.load_original(tmp_path / "named", profile="ADT")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_load_original_takes_the_accelerator(trained, tmp_path):
+    _write_original(trained, tmp_path)
+    assert sx.SCALEX.load_original(tmp_path, accelerator="cpu").device.type == "cpu"
+    with pytest.raises(MisconfigurationException, match="gpu"):
+        sx.SCALEX.load_original(tmp_path, accelerator="gpu")
 
 
 def test_integrate_projects_onto_an_original_folder(trained, reference, query_raw, tmp_path):

@@ -48,11 +48,11 @@ def test_query_model_embeds_exactly_as_the_reference(trained, query, query_model
 def test_new_domain_starts_from_the_query_statistics(trained, query, query_model):
     module = query_model.module
     with torch.no_grad():
-        qzm = torch.as_tensor(trained.get_latent_representation(query))
-        decoder_input = module.decoder.fc(qzm).double()
+        qzm = torch.as_tensor(trained.get_latent_representation(query), device=module.device)
+        decoder_input = module.decoder.fc(qzm).double().cpu()
     norm = module.decoder.norm
-    np.testing.assert_allclose(norm.running_mean[-1], decoder_input.mean(0), atol=1e-5)
-    np.testing.assert_allclose(norm.running_var[-1], decoder_input.var(0), rtol=1e-4)
+    np.testing.assert_allclose(norm.running_mean[-1].cpu(), decoder_input.mean(0), atol=1e-5)
+    np.testing.assert_allclose(norm.running_var[-1].cpu(), decoder_input.var(0), rtol=1e-4)
     torch.testing.assert_close(norm.weight[-1], trained.module.decoder.norm.weight.mean(0))
 
 

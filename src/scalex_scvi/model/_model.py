@@ -23,6 +23,7 @@ from scvi.data.fields import (
     MuDataCategoricalObsField,
     MuDataLayerField,
 )
+from scvi.model._utils import parse_device_args  # as scvi-tools' own load resolves a device
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.model.base._save_load import _load_saved_files  # the saved features, before loading
 from scvi.module._constants import MODULE_KEYS
@@ -846,6 +847,8 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         dir_path: str | Path,
         batch_categories: Sequence[str] | None = None,
         profile: Literal["RNA", "ATAC"] = "RNA",
+        accelerator: str = "auto",
+        device: int | str = "auto",
     ) -> SCALEX:
         """Load a model trained by the original package (``scalex`` 1.0.4).
 
@@ -868,6 +871,8 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             original does for that profile (normalised to 10,000 per cell and log-transformed,
             reindexed to the model's features, MaxAbs-scaled by the maxima of the whole query);
             checked against the original in ``benchmarks/results/original_checkpoint.md``.
+        accelerator, device
+            Where the model runs, as in :meth:`load` (``"auto"``: a GPU where there is one).
 
         Returns
         -------
@@ -890,6 +895,13 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             kl_weight=PAPER_KL_WEIGHT,
         )
         model.module.load_state_dict(module_state_from_original(state, n_domain))
+        _, _, torch_device = parse_device_args(
+            accelerator=accelerator,
+            devices=device,
+            return_device="torch",
+            validate_single_device=True,
+        )
+        model.to_device(torch_device)
         model.module.eval()
         model.is_trained_ = True
         model.preprocess_recipe_ = original_recipe(features, profile)
