@@ -45,10 +45,10 @@ PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--add-budgets defaults --batch-norm running per_batch --seed 2" \
 	"--add-peers scVI original --seed 2" \
 	"--add-budgets defaults 8000 --kl-weight 0.02" \
-	"--datasets pbmc_3chem pbmc_ifnb --add-budgets defaults --batch-norm running per_batch --seed 3" \
-	"--datasets pbmc_3chem pbmc_ifnb --add-peers scVI original --seed 3" \
-	"--datasets pbmc_3chem pbmc_ifnb --add-budgets defaults --batch-norm running per_batch --seed 4" \
-	"--datasets pbmc_3chem pbmc_ifnb --add-peers scVI original --seed 4"
+	"--add-budgets defaults --batch-norm running per_batch --seed 3" \
+	"--add-peers scVI original --seed 3" \
+	"--add-budgets defaults --batch-norm running per_batch --seed 4" \
+	"--add-peers scVI original --seed 4"
 # further SCALEX rows appended to the scATAC-seq panel (see atac.md)
 ATAC_EXTRA = "--add-budgets defaults" "--add-budgets 8000 --peaks normalised" \
 	"--add-budgets defaults --peaks normalised" "--add-budgets defaults --seed 1" \
