@@ -398,41 +398,113 @@ def time_to_quality(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TTQ_SEEDS_NOTE = (
+    "Over seeds: every SCALEX setting (encoder BatchNorm statistics, learning rate, KL weight "
+    "and budget) run with at least {min_seeds} seeds, its mean Total and mean training time over "
+    "them, against the original's mean over its seeds. `Total - original`: Welch's 95% "
+    "interval of the difference of the means. `cheapest reaching`: the setting with the "
+    "shortest mean time, per dataset and arm, whose mean Total is at least the original's.\n\n"
+)
+
+
+def scalex_setting(name: str) -> tuple[str, str]:
+    """The arm of a SCALEX row without its seed, and its budget (``"defaults"`` where none)."""
+    arm = re.sub(r", seed \d+", "", scalex_arm(name))
+    found = re.search(r"(\d+) iterations", name)
+    return arm, found.group(1) if found else "defaults"
+
+
+def time_to_quality_over_seeds(table: pd.DataFrame, min_seeds: int = 3) -> pd.DataFrame:
+    """Per dataset and SCALEX setting run with at least ``min_seeds`` seeds: mean Total and
+    mean training time over the seeds against the original's means over its seeds."""
+    rows = []
+    for dataset, group in table.groupby("dataset", sort=False):
+        group = group.set_index("method")
+        originals = group[[base_method(m)[0] == ORIGINAL for m in group.index]]
+        if originals.empty:
+            continue
+        target, original_s = originals["Total"].mean(), originals["wall_s"].mean()
+        scalex = group[group.index.str.startswith("SCALEX")].dropna(subset=["wall_s"])
+        settings = [scalex_setting(name) for name in scalex.index]
+        keys = [np.array([arm for arm, _ in settings]), np.array([b for _, b in settings])]
+        for (arm, budget), runs in scalex.groupby(keys, sort=False):
+            if len(runs) < min_seeds:
+                continue
+            difference, low, high = difference_interval(
+                runs["Total"], originals["Total"], paired=False
+            )
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "SCALEX arm": arm,
+                    "budget": budget,
+                    "seeds": len(runs),
+                    "mean Total": runs["Total"].mean(),
+                    "original Total": target,
+                    "Total - original": f"{difference:+.4f} [{low:+.4f}, {high:+.4f}]",
+                    "over seeds": interval_verdict(low, high),
+                    "mean wall_s": runs["wall_s"].mean(),
+                    "speed-up": original_s / runs["wall_s"].mean(),
+                }
+            )
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    reaching = out[out["mean Total"] >= out["original Total"]]
+    cheapest = reaching.loc[reaching.groupby(["dataset", "SCALEX arm"])["mean wall_s"].idxmin()]
+    out["cheapest reaching"] = out.index.isin(cheapest.index)
+    return out
+
+
 def plot_totals(table: pd.DataFrame) -> None:
-    """Left: scib Total of each method's main run per dataset. Right, per dataset: Total
-    against training time of SCALEX's budget runs, with the original and scVI as points."""
+    """Left: scib Total of each method's main run per dataset, the mean over its seeds with
+    every seed as a small point. Right, per dataset: Total against training time of each SCALEX
+    setting (mean over its seeds per budget, every run as a faint point), with the original
+    and scVI as points."""
     datasets = list(pd.unique(table["dataset"]))
-    budgeted = table["method"].str.contains("iterations")
-    main = table[~budgeted]
+    main = table[~table["method"].str.contains("iterations")].copy()
+    main["base"] = main["method"].map(lambda name: base_method(name)[0])
     fig, axes = plt.subplots(
         1, 1 + len(datasets), figsize=(5 + 4 * len(datasets), 4.5), squeeze=False
     )
     ax = axes[0, 0]
-    pivot = main.pivot_table(index="method", columns="dataset", values="Total")
-    pivot = pivot.loc[pivot.mean(axis=1).sort_values().index]
+    means = main.pivot_table(index="base", columns="dataset", values="Total")
+    means = means.loc[means.mean(axis=1).sort_values().index]
+    position = {base: i for i, base in enumerate(means.index)}
     for offset, dataset in zip((-0.2, 0.0, 0.2), datasets, strict=False):
-        ax.scatter(pivot[dataset], np.arange(len(pivot)) + offset, label=dataset, s=25)
-    ax.set_yticks(np.arange(len(pivot)), pivot.index, fontsize=8)
-    ax.set_xlabel("scib Total")
+        (dots,) = ax.plot(means[dataset], np.arange(len(means)) + offset, "o", ms=5, label=dataset)
+        runs = main[main["dataset"] == dataset]
+        ax.scatter(
+            runs["Total"],
+            runs["base"].map(position) + offset,
+            s=6,
+            color=dots.get_color(),
+            alpha=0.5,
+        )
+    ax.set_yticks(np.arange(len(means)), means.index, fontsize=8)
+    ax.set_xlabel("scib Total (large: mean over seeds; small: each seed)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7)
     scalex_rows = table[table["method"].str.startswith("SCALEX")]
-    arms = list(pd.unique(scalex_rows["method"].map(scalex_arm)))
-    colors = dict(zip(arms, plt.get_cmap("tab20")(np.arange(len(arms)) % 20), strict=True))
+    arms = list(pd.unique(scalex_rows["method"].map(lambda name: scalex_setting(name)[0])))
+    colors = dict(zip(arms, plt.get_cmap("tab10")(np.arange(len(arms)) % 10), strict=True))
     handles = {}
     for ax, dataset in zip(axes[0, 1:], datasets, strict=True):
         part = table[table["dataset"] == dataset].set_index("method")
-        scalex = part[part.index.str.startswith("SCALEX")].dropna(subset=["wall_s"])
-        for arm, runs in scalex.groupby(scalex.index.map(scalex_arm), sort=False):
-            runs = runs.sort_values("wall_s")
-            (line,) = ax.plot(runs["wall_s"], runs["Total"], marker="o", color=colors[arm])
+        scalex = part[part.index.str.startswith("SCALEX")].dropna(subset=["wall_s"]).copy()
+        scalex["arm"] = [scalex_setting(name)[0] for name in scalex.index]
+        scalex["budget"] = [scalex_setting(name)[1] for name in scalex.index]
+        for arm, runs in scalex.groupby("arm", sort=False):
+            ax.scatter(runs["wall_s"], runs["Total"], color=colors[arm], s=8, alpha=0.35)
+            curve = runs.groupby("budget")[["wall_s", "Total"]].mean().sort_values("wall_s")
+            (line,) = ax.plot(curve["wall_s"], curve["Total"], marker="o", ms=4, color=colors[arm])
             handles["SCALEX, " + arm.replace("_", "-")] = line
         peers = part.index.map(lambda name: base_method(name)[0])
         for method, marker, color in ((ORIGINAL, "*", "black"), ("scVI", "s", "tab:red")):
             runs = part[peers == method]
             if len(runs):
                 handles[f"{method}, each seed"] = ax.scatter(
-                    runs["wall_s"], runs["Total"], color=color, marker=marker, s=90, zorder=3
+                    runs["wall_s"], runs["Total"], color=color, marker=marker, s=70, zorder=3
                 )
         originals = part[peers == ORIGINAL]
         if len(originals):
@@ -449,7 +521,8 @@ def plot_totals(table: pd.DataFrame) -> None:
         loc="upper left",
         bbox_to_anchor=(1.0, 0.95),
         fontsize=7,
-        title="dashed: the original's mean Total over its seeds;\ndotted: its mean wall time / 5",
+        title="SCALEX lines: mean over seeds per budget (faint: each run);\n"
+        "dashed: the original's mean Total over its seeds;\ndotted: its mean wall time / 5",
         title_fontsize=7,
     )
     fig.tight_layout()
@@ -508,6 +581,10 @@ def write_report(table: pd.DataFrame, seed: int, earlier: str = "") -> None:
             fh.write(differences.round(4).to_markdown(index=False) + "\n\n")
         fh.write("Time to the original's quality:\n\n")
         fh.write(ttq.round(3).to_markdown(index=False) + "\n\n")
+        over_seeds = time_to_quality_over_seeds(table)
+        if len(over_seeds):
+            fh.write(TTQ_SEEDS_NOTE.format(min_seeds=3))
+            fh.write(over_seeds.round(4).to_markdown(index=False) + "\n\n")
         fh.write(
             "![scib Total per method; Total against training time of the SCALEX budget "
             "runs](panel_totals.png)\n\n"
