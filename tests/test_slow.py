@@ -1,4 +1,4 @@
-"""Full trainings with the package defaults on real data (`make test-slow`; tens of minutes).
+"""Full trainings with the package defaults on real data (``make test-slow``; tens of minutes).
 
 The fast suite trains small models for a few dozen steps: it checks behaviour, not that the
 method integrates and projects. These tests train with the paper's settings (at most 30,000

@@ -280,11 +280,10 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Learning rate of Adam. ``lr=1e-3`` with ``max_iterations=4000`` and no early stopping
             scored level with the defaults on the benchmark panel's datasets (mean scib Total
             over seeds within 0.001, or above) in a sixth to a bit over a quarter of the time
-            (``benchmarks/results/panel.md``). At 2e-4 the
-            reconstruction stays far from the data's level for thousands of steps, as the
-            decoder BatchNorm's shifts start at 0 and move at most about ``lr`` per step;
-            starting them at the data's level did not bring the embedding's quality sooner
-            (``benchmarks/results/decoder_bias_init.md``).
+            (``benchmarks/results/panel.md``). At 2e-4 the reconstruction stays far from the
+            data's level for thousands of steps, as the decoder BatchNorm's shifts start at 0
+            and move at most about ``lr`` per step; starting them at the data's level did not
+            bring the embedding's quality sooner (``benchmarks/results/decoder_bias_init.md``).
         weight_decay
             Weight decay of Adam; ``None`` uses the paper's 5e-4, or 0 for a query model
             (:meth:`load_query_data`), which trains only the new batches' decoder
