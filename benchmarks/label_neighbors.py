@@ -24,14 +24,17 @@ import itertools
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-import scalex_scvi as sx
-
-from _common import RESULTS, difference_interval, interval_verdict, provenance
-from label_rules import ARMS, CACHE, SCARCHES, train
-from projection import SPLITS
+from _common import provenance
+from label_rules import (
+    add_cache_arguments,
+    against_scarches,
+    paired_differences,
+    scored,
+    train,
+)
+from label_rules import score as score_rules
 
 NEIGHBORS = (5, 10, 15, 30, 50)
 DEFAULT = 15
@@ -39,79 +42,8 @@ DEFAULT = 15
 
 def score(path: Path) -> list[dict]:
     """Label scores of every cached method at every neighbour count."""
-    split, seed = path.stem.split("__seed")
-    with np.load(path) as data:
-        cached = {key: data[key] for key in data.files}
-    known = np.unique(cached["ref_labels"])
-    truth = cached["query_labels"]
-    novel = ~np.isin(truth, known)
-    rows = []
-    for (i, method), k in itertools.product(enumerate(cached["methods"]), NEIGHBORS):
-        classifier = sx.tl.KNNLabelTransfer(n_neighbors=k).fit(
-            cached[f"ref_latent_{i}"], cached["ref_labels"]
-        )
-        predicted = classifier.predict(cached[f"query_latent_{i}"])
-        unknown = predicted["label"].to_numpy() == sx.tl.UNKNOWN
-        scores = sx.tl.label_transfer_scores(truth, predicted["label"], reference_labels=known)
-        rows.append(
-            {
-                "split": split,
-                "seed": int(seed),
-                "method": str(method),
-                "n_neighbors": k,
-                "macro_f1": scores["macro_f1"],
-                "accuracy": scores["accuracy"],
-                "unknown_rate_known": unknown[~novel].mean(),
-                "unknown_rate_novel": unknown[novel].mean() if novel.any() else np.nan,
-            }
-        )
-    return rows
-
-
-def scored(cache: Path, rescore: bool = False) -> pd.DataFrame:
-    """Scores of every cached job, kept beside its embeddings (``*.neighbors.csv``)."""
-    tables = []
-    for path in sorted(cache.glob("*.npz")):
-        kept = path.with_suffix(".neighbors.csv")
-        if rescore or not kept.exists():
-            pd.DataFrame(score(path)).to_csv(kept, index=False)
-        tables.append(pd.read_csv(kept))
-    return pd.concat(tables, ignore_index=True)
-
-
-def against_default(table: pd.DataFrame) -> pd.DataFrame:
-    """Each count's macro-F1 minus 15's per method, paired by split and seed."""
-    keys = ["split", "seed", "method"]
-    base = table[table["n_neighbors"] == DEFAULT].set_index(keys)["macro_f1"]
-    rows = []
-    for (method, k), group in table.groupby(["method", "n_neighbors"], sort=False):
-        if k == DEFAULT:
-            continue
-        paired = group.set_index(keys)["macro_f1"]
-        difference, low, high = difference_interval(
-            paired.to_numpy(), base.reindex(paired.index).to_numpy(), paired=True
-        )
-        rows.append(
-            {
-                "method": method,
-                "n_neighbors": k,
-                "n_pairs": len(paired),
-                "macro_f1_minus_15": difference,
-                "low": low,
-                "high": high,
-                "verdict": interval_verdict(low, high),
-            }
-        )
-    return pd.DataFrame(rows).round(4)
-
-
-def against_scarches(table: pd.DataFrame) -> pd.DataFrame:
-    """Per count: on how many splits each SCALEX arm's mean macro-F1 over seeds is at least
-    scArches' at the same count."""
-    means = table.groupby(["n_neighbors", "split", "method"])["macro_f1"].mean().unstack("method")
-    counts = {arm: (means[arm] >= means[SCARCHES]).groupby("n_neighbors").sum() for arm in ARMS}
-    found = pd.DataFrame(counts).astype(int).astype(str) + f" of {table['split'].nunique()}"
-    return found.reset_index()
+    counts = {k: {"n_neighbors": k} for k in NEIGHBORS}
+    return score_rules(path, counts, "n_neighbors")
 
 
 def write_report(table: pd.DataFrame, out: Path) -> None:
@@ -138,9 +70,12 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
         fh.write("## Mean over splits and seeds\n\n")
         fh.write(overall.reset_index().to_markdown(index=False) + "\n\n")
         fh.write("## macro-F1 against 15 neighbours (the default), paired by split and seed\n\n")
-        fh.write(against_default(table).to_markdown(index=False) + "\n\n")
+        differences = paired_differences(
+            table, "n_neighbors", DEFAULT, "macro_f1_minus_15", identical=False
+        )
+        fh.write(differences.to_markdown(index=False) + "\n\n")
         fh.write("## Splits where SCALEX's mean macro-F1 is at least scArches' (same count)\n\n")
-        fh.write(against_scarches(table).to_markdown(index=False) + "\n\n")
+        fh.write(against_scarches(table, "n_neighbors").to_markdown(index=False) + "\n\n")
         fh.write("## macro-F1 per split (mean over seeds)\n\n")
         fh.write(per_split.reset_index().to_markdown(index=False) + "\n\n")
         if (notes := out / "label_neighbors_notes.md").exists():
@@ -150,12 +85,7 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--report", action="store_true", help="score the cache only")
-    parser.add_argument("--rescore", action="store_true", help="score every job again")
-    parser.add_argument("--cache", type=Path, default=CACHE)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_cache_arguments(parser)
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("scvi").setLevel(logging.WARNING)
@@ -164,7 +94,8 @@ def main() -> None:
             path = args.cache / f"{split}__seed{seed}.npz"
             if not path.exists():
                 train(split, seed, path, {})
-    write_report(scored(args.cache, rescore=args.rescore), args.out)
+    table = scored(args.cache, args.rescore, score, ".neighbors.csv")
+    write_report(table, args.out)
 
 
 if __name__ == "__main__":

@@ -87,8 +87,9 @@ def train(split_name: str, seed: int, path: Path, smoke: dict) -> None:
     )
 
 
-def score(path) -> list[dict]:
-    """Label scores of every cached method under every rule."""
+def score(path: Path, settings: dict | None = None, column: str = "rule") -> list[dict]:
+    """Label scores of every cached method under every setting (name -> keyword arguments of
+    ``KNNLabelTransfer``; default ``RULES``), the setting's name in ``column``."""
     split, seed = path.stem.split("__seed")
     with np.load(path) as data:
         cached = {key: data[key] for key in data.files}
@@ -96,8 +97,8 @@ def score(path) -> list[dict]:
     truth = cached["query_labels"]
     novel = ~np.isin(truth, known)
     rows = []
-    for (i, method), (rule, kwargs) in itertools.product(
-        enumerate(cached["methods"]), RULES.items()
+    for (i, method), (name, kwargs) in itertools.product(
+        enumerate(cached["methods"]), (settings or RULES).items()
     ):
         classifier = sx.tl.KNNLabelTransfer(**kwargs).fit(
             cached[f"ref_latent_{i}"], cached["ref_labels"], batches=cached["ref_batches"]
@@ -110,10 +111,11 @@ def score(path) -> list[dict]:
                 "split": split,
                 "seed": int(seed),
                 "method": str(method),
-                "rule": rule,
+                column: name,
                 "n_query": len(truth),
                 "n_novel": int(novel.sum()),
                 "macro_f1": scores["macro_f1"],
+                "accuracy": scores["accuracy"],
                 "unknown_rate_known": unknown[~novel].mean(),
                 "unknown_rate_novel": unknown[novel].mean() if novel.any() else np.nan,
             }
@@ -138,54 +140,63 @@ def summaries(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
         .round(4)
         .reset_index()
     )
+    differences = paired_differences(table, "rule", DEFAULT, "macro_f1_minus_default")
+    return overall, per_split, differences
+
+
+def paired_differences(
+    table: pd.DataFrame, by: str, default, column: str, identical: bool = True
+) -> pd.DataFrame:
+    """Per method and setting (column ``by``): macro-F1 minus that of the ``default`` setting,
+    paired by split and seed, with its 95% interval (``identical``: say so where every pair is
+    equal)."""
     keys = ["split", "seed", "method"]
-    base = table[table["rule"] == DEFAULT].set_index(keys)["macro_f1"]
+    base = table[table[by] == default].set_index(keys)["macro_f1"]
     rows = []
-    for (method, rule), group in table.groupby(["method", "rule"], sort=False):
-        if rule == DEFAULT:
+    for (method, setting), group in table.groupby(["method", by], sort=False):
+        if setting == default:
             continue
-        paired = group.set_index(keys)["macro_f1"]
-        difference, low, high = difference_interval(
-            paired.to_numpy(), base.reindex(paired.index).to_numpy(), paired=True
-        )
+        paired = group.set_index(keys)["macro_f1"].to_numpy()
+        matched = base.reindex(group.set_index(keys).index).to_numpy()
+        difference, low, high = difference_interval(paired, matched, paired=True)
+        same = identical and bool((paired == matched).all())
         rows.append(
             {
                 "method": method,
-                "rule": rule,
+                by: setting,
                 "n_pairs": len(paired),
-                "macro_f1_minus_default": round(difference, 4),
+                column: round(difference, 4),
                 "low": round(low, 4),
                 "high": round(high, 4),
-                "verdict": "identical"
-                if (paired.to_numpy() == base.reindex(paired.index).to_numpy()).all()
-                else interval_verdict(low, high),
+                "verdict": "identical" if same else interval_verdict(low, high),
             }
         )
-    return overall, per_split, pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
 
-def scored(cache: Path, rescore: bool = False) -> pd.DataFrame:
-    """Scores of every cached job, kept beside its embeddings (``*.scores.csv``) so that each
-    job is scored once (the protein split's cutoff across batches takes minutes)."""
+def scored(
+    cache: Path, rescore: bool = False, score_job=score, suffix: str = ".scores.csv"
+) -> pd.DataFrame:
+    """Scores of every cached job by ``score_job``, kept beside its embeddings (``*<suffix>``)
+    so that each job is scored once (the protein split's cutoff across batches takes
+    minutes)."""
     tables = []
     for path in sorted(cache.glob("*.npz")):
-        kept = path.with_suffix(".scores.csv")
+        kept = path.with_suffix(suffix)
         if rescore or not kept.exists():
-            pd.DataFrame(score(path)).to_csv(kept, index=False)
+            pd.DataFrame(score_job(path)).to_csv(kept, index=False)
         tables.append(pd.read_csv(kept))
     return pd.concat(tables, ignore_index=True)
 
 
-def against_scarches(table: pd.DataFrame) -> pd.DataFrame:
-    """Per rule: on how many splits each SCALEX arm's mean macro-F1 over seeds is at least
-    scArches' under the same rule."""
-    means = table.groupby(["rule", "split", "method"], sort=False)["macro_f1"].mean()
+def against_scarches(table: pd.DataFrame, by: str = "rule") -> pd.DataFrame:
+    """Per setting (column ``by``): on how many splits each SCALEX arm's mean macro-F1 over
+    seeds is at least scArches' with the same setting."""
+    means = table.groupby([by, "split", "method"], sort=False)["macro_f1"].mean()
     means = means.unstack("method")
-    counts = {
-        arm: (means[arm] >= means[SCARCHES]).groupby("rule", sort=False).sum() for arm in ARMS
-    }
+    counts = {arm: (means[arm] >= means[SCARCHES]).groupby(by, sort=False).sum() for arm in ARMS}
     found = pd.DataFrame(counts).astype(int).astype(str) + f" of {table['split'].nunique()}"
-    return found.rename_axis("rule").reset_index()
+    return found.rename_axis(by).reset_index()
 
 
 def write_report(table: pd.DataFrame, out: Path) -> None:
@@ -216,14 +227,19 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
         fh.write(provenance())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a script scoring the cached projection embeddings."""
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--report", action="store_true", help="score the cache only")
     parser.add_argument("--rescore", action="store_true", help="score every job again")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--out", type=Path, default=RESULTS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_cache_arguments(parser)
     for budget in ("iterations", "scvi-epochs", "query-epochs"):
         parser.add_argument(f"--{budget}", type=int, default=None, help="override (smoke runs)")
     args = parser.parse_args()
