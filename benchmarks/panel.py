@@ -492,8 +492,7 @@ def plot_totals(table: pd.DataFrame) -> None:
     for ax, dataset in zip(axes[0, 1:], datasets, strict=True):
         part = table[table["dataset"] == dataset].set_index("method")
         scalex = part[part.index.str.startswith("SCALEX")].dropna(subset=["wall_s"]).copy()
-        scalex["arm"] = [scalex_setting(name)[0] for name in scalex.index]
-        scalex["budget"] = [scalex_setting(name)[1] for name in scalex.index]
+        scalex[["arm", "budget"]] = [scalex_setting(name) for name in scalex.index]
         for arm, runs in scalex.groupby("arm", sort=False):
             ax.scatter(runs["wall_s"], runs["Total"], color=colors[arm], s=8, alpha=0.35)
             curve = runs.groupby("budget")[["wall_s", "Total"]].mean().sort_values("wall_s")

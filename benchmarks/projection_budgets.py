@@ -35,7 +35,7 @@ SMALL_SPLITS = [name for name in SPLITS if name != "adt_holdout_studies"]
 ARMS = {"running": "running", "balanced": "balanced"}
 
 
-def scores_of(ref_latent, ref_labels, query_latent, truth) -> float:
+def macro_f1_of(ref_latent, ref_labels, query_latent, truth) -> float:
     """macro-F1 of labels transferred with the package defaults (known types only)."""
     predicted = sx.tl.KNNLabelTransfer().fit(ref_latent, ref_labels).predict(query_latent)
     known = np.unique(ref_labels)
@@ -58,7 +58,7 @@ def cached_rows(split: str, seed: int) -> list[dict]:
     }
     rows = []
     for i, method in enumerate(cached["methods"]):
-        f1 = scores_of(
+        f1 = macro_f1_of(
             cached[f"ref_latent_{i}"],
             cached["ref_labels"],
             cached[f"query_latent_{i}"],
@@ -75,7 +75,7 @@ def budget_rows(split: str, seed: int) -> list[dict]:
     for budget in BUDGETS:
         _, query, results = run_scalex(reference.copy(), query_raw, budget, seed, None, ARMS)
         for arm, result in results.items():
-            f1 = scores_of(
+            f1 = macro_f1_of(
                 result["ref_latent"],
                 reference.obs[LABEL].to_numpy(str),
                 result["query_latent"],
