@@ -72,6 +72,9 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python projection_seeds.py --kl-weight 0.02
 	cd benchmarks && ../$(BIN)/python projection_seeds.py --splits adt_holdout_studies
 	cd benchmarks && ../$(BIN)/python decoder_bias_init.py --budgets 8000 0 --seed 1
+	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods original --series \
+		lung_celllines --reuse results/partial_overlap.csv --output partial_overlap_original
+	cd benchmarks && ../$(BIN)/python summary.py
 
 clean:
 	rm -rf $(OUTDIR) .pytest_cache .ruff_cache

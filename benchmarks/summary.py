@@ -1,0 +1,331 @@
+"""One page to choose from: the headline figures of the benchmark results, next to the targets.
+
+Trains and scores nothing. Reads the tables the other scripts wrote (``panel.csv``,
+``partial_overlap.csv`` and ``partial_overlap_seed1.csv``, ``projection.csv``,
+``projection_seeds.csv``, ``throughput.json``), reduces them with the same functions their
+reports use, and writes benchmarks/results/summary.{md,png}: scib Total over seeds, over-correction
+on the partial-overlap series, label transfer against scArches, and every target of the
+integration-benchmark and projection issues with its measured figure and whether it is met (and
+with which settings). Run it after any of those scripts.
+
+    python benchmarks/summary.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+
+from _common import RESULTS, provenance
+from panel import ORIGINAL, PER_BATCH, seed_table, time_to_quality_over_seeds, totals_by_base
+from projection_seeds import SCARCHES, summarise
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt
+
+DATASETS = ("pbmc_3chem", "pbmc_ifnb", "lung_celllines")
+# panel.csv's main rows, in the order of the tables
+PANEL_METHODS = {
+    "SCALEX": "SCALEX (defaults, running statistics)",
+    "SCALEX" + PER_BATCH: "SCALEX (defaults, per-batch statistics)",
+    "scVI": "scVI",
+    ORIGINAL: "original scalex 1.0.4 (defaults)",
+    "Harmony": "Harmony",
+    "Scanorama": "Scanorama",
+    "PCA (unintegrated)": "PCA (unintegrated)",
+}
+OVERLAP_FILES = {0: "partial_overlap.csv", 1: "partial_overlap_seed1.csv"}
+# the original package on seed 0's draws, where it was run (its rows only; the others repeat)
+OVERLAP_ORIGINAL = "partial_overlap_original.csv"
+PEERS = ("scVI", "Harmony", "Scanorama", "PCA (unintegrated)", ORIGINAL)
+DEFAULTS = "SCALEX"  # partial_overlap.csv's name of SCALEX with the package defaults
+LIGHT_KL = "SCALEX (8000 iterations, kl_weight 0.02)"
+PROJECTION_ARMS = {
+    "SCALEX (this package)": "SCALEX, running statistics (default)",
+    "SCALEX, balanced BatchNorm": "SCALEX, balanced statistics",
+    SCARCHES: SCARCHES,
+}
+RUNNING_ARM = "SCALEX (this package)"
+
+
+def panel_totals(panel: pd.DataFrame) -> pd.DataFrame:
+    """Mean scib Total over seeds per method and dataset, with the number of seeds."""
+    rows = totals_by_base(panel)
+    rows = rows[rows["base"].isin(PANEL_METHODS)]
+    grouped = rows.groupby(["base", "dataset"])["Total"]
+    table = (
+        grouped.mean().unstack().round(4).astype(str)
+        + " ("
+        + grouped.size().unstack().astype(str)
+        + ")"
+    )
+    table = table.loc[list(PANEL_METHODS), list(DATASETS)]
+    table.index = table.index.map(PANEL_METHODS)
+    table.index.name = "method: mean scib Total (seeds)"
+    return table
+
+
+def mean_totals(panel: pd.DataFrame) -> pd.DataFrame:
+    """Mean scib Total over seeds, SCALEX's arms, scVI and the original, per dataset."""
+    wide = seed_table(panel).pivot_table(index="method", columns="dataset", values="mean")
+    return wide[list(DATASETS)]
+
+
+def overlap_means() -> pd.DataFrame:
+    """Mean over-correction over draws and overlaps per method, series and draw seed."""
+    frames = []
+    for seed, name in OVERLAP_FILES.items():
+        table = pd.read_csv(RESULTS / name)
+        if seed == 0 and (RESULTS / OVERLAP_ORIGINAL).exists():
+            original = pd.read_csv(RESULTS / OVERLAP_ORIGINAL)
+            table = pd.concat([table, original[original["method"] == ORIGINAL]])
+        means = table.groupby(["series", "method"])["over_correction"].mean().unstack("series")
+        means.columns = [f"{series}, seed {seed}" for series in means.columns]
+        frames.append(means)
+    return pd.concat(frames, axis=1).sort_index(axis=1)
+
+
+def lowest_count(overlap: pd.DataFrame, method: str) -> tuple[int, int]:
+    """In how many (series, seed) columns ``method`` over-corrects less than every peer run
+    there."""
+    columns = overlap.columns[overlap.loc[method].notna()]
+    peers = overlap.loc[[p for p in PEERS if p in overlap.index], columns]
+    return int((overlap.loc[method, columns] < peers.min()).sum()), len(columns)
+
+
+def projection_table(seeds: pd.DataFrame, single: pd.DataFrame) -> pd.DataFrame:
+    """Per split: mean macro-F1 over seeds of SCALEX's arms and scArches, and the projection
+    speed-up of SCALEX (running statistics) over scArches' query training (seed 0 run)."""
+    seeds = seeds[seeds["method"].isin(PROJECTION_ARMS)]
+    f1 = seeds.pivot_table(index="split", columns="method", values="macro_f1")
+    table = f1[list(PROJECTION_ARMS)].rename(columns=PROJECTION_ARMS).round(4)
+    table.insert(0, "seeds", seeds.groupby("split")["seed"].nunique())
+    times = single.pivot_table(index="split", columns="method", values="projection_s")
+    table["speed-up (running, seed 0)"] = (times[SCARCHES] / times[RUNNING_ARM]).round(0)
+    return table
+
+
+def interval_counts(intervals: pd.DataFrame) -> str:
+    """Per SCALEX arm: splits whose paired interval over seeds against scArches lies below,
+    above or across zero."""
+    counts = [
+        f"{PROJECTION_ARMS[arm]}: "
+        + " / ".join(
+            str((group["over seeds"] == verdict).sum())
+            for verdict in ("below", "above", "not distinguishable")
+        )
+        for arm, group in intervals.groupby("SCALEX arm", sort=False)
+        if arm in PROJECTION_ARMS
+    ]
+    return (
+        "Paired 95% intervals over seeds of SCALEX minus scArches, splits below / above / not "
+        "distinguishable: " + ", ".join(counts) + "."
+    )
+
+
+def target_rows(
+    panel: pd.DataFrame,
+    overlap: pd.DataFrame,
+    projection: pd.DataFrame,
+    throughput: dict,
+) -> list[dict]:
+    """Every target of the two issues with its measured figure and whether it holds."""
+    means = mean_totals(panel)
+    ttq = time_to_quality_over_seeds(panel)
+    rows = []
+    for peer in ("scVI", ORIGINAL):
+        for arm, label in (("SCALEX", "running (default)"), ("SCALEX" + PER_BATCH, "per-batch")):
+            at_least = means.loc[arm] >= means.loc[peer]
+            rows.append(
+                {
+                    "target": f"scib Total ≥ {peer.split(' (')[0]}'s on every RNA dataset",
+                    "setting": f"defaults, {label} statistics",
+                    "measured": "means over seeds: "
+                    + ", ".join(
+                        f"{d} {means.loc[arm, d]:.4f} vs {means.loc[peer, d]:.4f}"
+                        for d in DATASETS
+                    ),
+                    "met": f"{int(at_least.sum())} of {len(DATASETS)}",
+                }
+            )
+    for method, label in ((DEFAULTS, "package defaults"), (LIGHT_KL, "8,000 its, kl_weight 0.02")):
+        lowest, of = lowest_count(overlap, method)
+        rows.append(
+            {
+                "target": "over-correction lowest of all methods on the partial-overlap series",
+                "setting": label,
+                "measured": "means over draws and overlaps: "
+                + ", ".join(
+                    f"{column} {overlap.loc[method, column]:.3f} (best other method "
+                    f"{overlap.loc[[p for p in PEERS if p in overlap.index], column].min():.3f})"
+                    for column in overlap.columns[overlap.loc[method].notna()]
+                ),
+                "met": f"{lowest} of {of} series × draw seeds",
+            }
+        )
+    for arm, budget, label in (
+        ("running", "defaults", "package defaults, running statistics"),
+        ("per_batch", None, "per-batch statistics, fastest setting reaching it"),
+        ("running", None, "running statistics, fastest setting reaching it"),
+    ):
+        rows.append(_time_to_quality_row(ttq, arm, budget, label))
+    speed_up = projection["speed-up (running, seed 0)"]
+    rows.append(
+        {
+            "target": "projection ≥ 100× faster than scArches' query training",
+            "setting": "defaults, running statistics",
+            "measured": f"{speed_up.min():.0f}–{speed_up.max():.0f}× (one run, seed 0)",
+            "met": f"{int((speed_up >= 100).sum())} of {len(speed_up)} splits",
+        }
+    )
+    for column in list(PROJECTION_ARMS)[:2]:
+        name = PROJECTION_ARMS[column]
+        at_least = projection[name] >= projection[SCARCHES]
+        rows.append(
+            {
+                "target": "macro-F1 ≥ scArches' on the majority of splits",
+                "setting": name.removeprefix("SCALEX, "),
+                "measured": "means over seeds: "
+                + ", ".join(
+                    f"{split} {row[name]:.3f} vs {row[SCARCHES]:.3f}"
+                    for split, row in projection.iterrows()
+                ),
+                "met": f"{int(at_least.sum())} of {len(at_least)} splits",
+            }
+        )
+    batches = {k: v["cells_per_s"] for k, v in throughput.items() if k.startswith("embed_batch")}
+    rows.append(
+        {
+            "target": "embedding ≥ 20,000 cells/s on 2 CPU cores, 2,000 features",
+            "setting": "batch sizes " + ", ".join(k.rsplit("_", 1)[1] for k in batches),
+            "measured": ", ".join(f"{v:,.0f}" for v in batches.values())
+            + f"; default {throughput['embed_default_cells_per_s']:,.0f}",
+            "met": "yes" if throughput["embed_default_cells_per_s"] >= 20_000 else "no",
+        }
+    )
+    rows.append(
+        {
+            "target": "reference embeddings bit-identical after any map / extend",
+            "setting": "Atlas",
+            "measured": "tested: tests/test_atlas.py::"
+            "test_extend_keeps_existing_cells_bit_identical, tests/test_slow.py",
+            "met": "tested",
+        }
+    )
+    return rows
+
+
+def _time_to_quality_row(ttq: pd.DataFrame, arm: str, budget: str | None, label: str) -> dict:
+    """Speed-up to the original's mean Total per dataset: of one setting (``budget`` given),
+    or of the fastest setting of that statistics arm whose mean reaches it."""
+    parts, met = [], 0
+    for dataset in DATASETS:
+        rows = ttq[(ttq["dataset"] == dataset) & ttq["SCALEX arm"].str.startswith(arm)]
+        if budget is not None:
+            rows = rows[(rows["SCALEX arm"] == arm) & (rows["budget"] == budget)]
+        reaching = rows[rows["mean Total"] >= rows["original Total"]]
+        if reaching.empty:
+            parts.append(f"{dataset} not reached (best mean {rows['mean Total'].max():.4f})")
+            continue
+        best = reaching.loc[reaching["mean wall_s"].idxmin()]
+        met += best["speed-up"] >= 5
+        parts.append(f"{dataset} {best['speed-up']:.1f}× ({best['SCALEX arm']}, {best['budget']})")
+    return {
+        "target": "training time to the original's quality ≥ 5× shorter",
+        "setting": label,
+        "measured": "means over seeds: " + ", ".join(parts),
+        "met": f"{met} of {len(DATASETS)}",
+    }
+
+
+def plot(panel: pd.DataFrame, overlap: pd.DataFrame, seeds: pd.DataFrame) -> None:
+    """scib Total per seed and method; over-correction per series; macro-F1 per split."""
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    rows = totals_by_base(panel)
+    rows = rows[rows["base"].isin(PANEL_METHODS)]
+    methods = list(PANEL_METHODS)
+    for offset, dataset in zip((-0.2, 0.0, 0.2), DATASETS, strict=True):
+        part = rows[rows["dataset"] == dataset]
+        y = part["base"].map({m: i for i, m in enumerate(methods)}) + offset
+        (dots,) = axes[0].plot(
+            part.groupby("base")["Total"].mean().reindex(methods),
+            np.arange(len(methods)) + offset,
+            "o",
+            label=dataset,
+        )
+        axes[0].scatter(part["Total"], y, s=8, color=dots.get_color(), alpha=0.4)
+    axes[0].set_yticks(range(len(methods)), [PANEL_METHODS[m] for m in methods], fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("scib Total (large: mean over seeds; small: each seed)")
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("integration: scib Total")
+    shown = overlap.loc[[DEFAULTS, LIGHT_KL, *(p for p in PEERS if p in overlap.index)]]
+    shown.T.plot.bar(ax=axes[1], width=0.8, rot=20, fontsize=8)
+    axes[1].set_ylabel("mean over-correction (lower is better)")
+    axes[1].set_ylim(0, shown.max().max() * 1.6)
+    axes[1].legend(fontsize=7, ncols=2, labels=["SCALEX (defaults)", *shown.index[1:]])
+    axes[1].set_title("partial-overlap series (by seed of the draws)")
+    f1 = seeds[seeds["method"].isin(PROJECTION_ARMS)]
+    stats = f1.groupby(["split", "method"])["macro_f1"].agg(["mean", "std"]).unstack()
+    splits = list(stats.index)
+    for i, method in enumerate(PROJECTION_ARMS):
+        axes[2].errorbar(
+            np.arange(len(splits)) + (i - 1) * 0.2,
+            stats[("mean", method)],
+            yerr=stats[("std", method)],
+            fmt="o",
+            label=PROJECTION_ARMS[method],
+        )
+    axes[2].set_xticks(range(len(splits)), splits, rotation=30, ha="right", fontsize=8)
+    axes[2].set_ylabel("label transfer macro-F1 (mean ± sd over seeds)")
+    axes[2].legend(fontsize=7)
+    axes[2].set_title("projection: label transfer")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "summary.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main() -> None:
+    panel = pd.read_csv(RESULTS / "panel.csv")
+    overlap = overlap_means()
+    seeds = pd.read_csv(RESULTS / "projection_seeds.csv")
+    projection = projection_table(seeds, pd.read_csv(RESULTS / "projection.csv"))
+    throughput = json.loads((RESULTS / "throughput.json").read_text())
+    _, seed_intervals = summarise(seeds)
+    targets = pd.DataFrame(target_rows(panel, overlap, projection, throughput))
+    plot(panel, overlap, seeds)
+    with open(RESULTS / "summary.md", "w") as fh:
+        fh.write(
+            "# Summary of the benchmark results\n\n"
+            "Generated by `summary.py` from the other reports' tables; nothing here was run "
+            "again. Details, run conditions and intervals are in the named reports.\n\n"
+            "## Targets\n\n"
+            + targets.to_markdown(index=False)
+            + "\n\n## Integration (`panel.md`)\n\n"
+            "Mean scib Total over seeds (number of seeds in brackets); Harmony, Scanorama and "
+            "PCA ran once.\n\n"
+            + panel_totals(panel).to_markdown()
+            + "\n\n## Over-correction on the partial-overlap series (`partial_overlap.md`, "
+            "`partial_overlap_seed1.md`)\n\n"
+            "Mean over draws and numbers of shared types, per series and seed of the draws "
+            "(lower is better; SCALEX's defaults and other settings ran on seed 0 only).\n\n"
+            + overlap.round(4).to_markdown()
+            + "\n\n## Label transfer onto a reference (`projection_seeds.md`, "
+            "`projection.md`)\n\n"
+            "Mean macro-F1 over seeds; speed-up: scArches' query training and embedding time "
+            "over SCALEX's projection time (one run).\n\n"
+            + projection.to_markdown()
+            + "\n\n"
+            + interval_counts(seed_intervals)
+            + "\n\n![summary](summary.png)\n\n"
+            + provenance()
+        )
+
+
+if __name__ == "__main__":
+    main()
