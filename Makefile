@@ -74,6 +74,9 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python decoder_bias_init.py --budgets 8000 0 --seed 1
 	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods original --series \
 		lung_celllines --reuse results/partial_overlap.csv --output partial_overlap_original
+	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods original --series \
+		pbmc_3chem --draws 1 --reuse results/partial_overlap.csv \
+		--output partial_overlap_original_pbmc
 	cd benchmarks && ../$(BIN)/python summary.py
 
 clean:
