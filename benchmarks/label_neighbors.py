@@ -32,6 +32,7 @@ from label_rules import (
     against_scarches,
     paired_differences,
     scored,
+    splits_and_seeds,
     train,
 )
 from label_rules import score as score_rules
@@ -53,8 +54,7 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
     per_split = table.pivot_table(
         index=["split", "method"], columns="n_neighbors", values="macro_f1", sort=False
     ).round(4)
-    splits = ", ".join(dict.fromkeys(table["split"]))
-    seeds = ", ".join(str(s) for s in sorted(table["seed"].unique()))
+    splits, seeds = splits_and_seeds(table)
     with open(out / "label_neighbors.md", "w") as fh:
         fh.write("# Neighbours of the label transfer on the projection splits\n\n")
         fh.write(

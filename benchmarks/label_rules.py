@@ -199,11 +199,16 @@ def against_scarches(table: pd.DataFrame, by: str = "rule") -> pd.DataFrame:
     return found.rename_axis(by).reset_index()
 
 
+def splits_and_seeds(table: pd.DataFrame) -> tuple[str, str]:
+    """The splits (in table order) and the seeds of a scored table, for a report's header."""
+    splits = ", ".join(dict.fromkeys(table["split"]))
+    return splits, ", ".join(str(s) for s in sorted(table["seed"].unique()))
+
+
 def write_report(table: pd.DataFrame, out: Path) -> None:
     table.to_csv(out / "label_rules.csv", index=False)
     overall, per_split, differences = summaries(table)
-    splits = ", ".join(dict.fromkeys(table["split"]))
-    seeds = ", ".join(str(s) for s in sorted(table["seed"].unique()))
+    splits, seeds = splits_and_seeds(table)
     with open(out / "label_rules.md", "w") as fh:
         fh.write("# Rules of the Unknown call on the projection splits\n\n")
         fh.write(

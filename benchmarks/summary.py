@@ -53,10 +53,16 @@ PROJECTION_ARMS = {
 RUNNING_ARM = "SCALEX (this package)"
 
 
+def main_totals(panel: pd.DataFrame) -> pd.DataFrame:
+    """Total of every run of the methods in ``PANEL_METHODS``, with its method without the
+    seed (``base``) and that seed."""
+    rows = totals_by_base(panel)
+    return rows[rows["base"].isin(PANEL_METHODS)]
+
+
 def panel_totals(panel: pd.DataFrame) -> pd.DataFrame:
     """Mean scib Total over seeds per method and dataset, with the number of seeds."""
-    rows = totals_by_base(panel)
-    rows = rows[rows["base"].isin(PANEL_METHODS)]
+    rows = main_totals(panel)
     grouped = rows.groupby(["base", "dataset"])["Total"]
     table = (
         grouped.mean().unstack().round(4).astype(str)
@@ -101,11 +107,16 @@ def original_on_its_designs() -> pd.DataFrame:
     return means.round(4)
 
 
+def peers_in(overlap: pd.DataFrame) -> list[str]:
+    """The methods of ``PEERS`` that ran on any partial-overlap series."""
+    return [peer for peer in PEERS if peer in overlap.index]
+
+
 def lowest_count(overlap: pd.DataFrame, method: str) -> tuple[int, int]:
     """In how many (series, seed) columns ``method`` over-corrects less than every peer run
     there."""
     columns = overlap.columns[overlap.loc[method].notna()]
-    peers = overlap.loc[[p for p in PEERS if p in overlap.index], columns]
+    peers = overlap.loc[peers_in(overlap), columns]
     return int((overlap.loc[method, columns] < peers.min()).sum()), len(columns)
 
 
@@ -173,7 +184,7 @@ def target_rows(
                 "measured": "means over draws and overlaps: "
                 + ", ".join(
                     f"{column} {overlap.loc[method, column]:.3f} (best other method "
-                    f"{overlap.loc[[p for p in PEERS if p in overlap.index], column].min():.3f})"
+                    f"{overlap.loc[peers_in(overlap), column].min():.3f})"
                     for column in overlap.columns[overlap.loc[method].notna()]
                 ),
                 "met": f"{lowest} of {of} series × draw seeds",
@@ -257,8 +268,7 @@ def _time_to_quality_row(ttq: pd.DataFrame, arm: str, budget: str | None, label:
 def plot(panel: pd.DataFrame, overlap: pd.DataFrame, seeds: pd.DataFrame) -> None:
     """scib Total per seed and method; over-correction per series; macro-F1 per split."""
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-    rows = totals_by_base(panel)
-    rows = rows[rows["base"].isin(PANEL_METHODS)]
+    rows = main_totals(panel)
     methods = list(PANEL_METHODS)
     for offset, dataset in zip((-0.2, 0.0, 0.2), DATASETS, strict=True):
         part = rows[rows["dataset"] == dataset]
@@ -275,7 +285,7 @@ def plot(panel: pd.DataFrame, overlap: pd.DataFrame, seeds: pd.DataFrame) -> Non
     axes[0].set_xlabel("scib Total (large: mean over seeds; small: each seed)")
     axes[0].legend(fontsize=8)
     axes[0].set_title("integration: scib Total")
-    shown = overlap.loc[[DEFAULTS, LIGHT_KL, *(p for p in PEERS if p in overlap.index)]]
+    shown = overlap.loc[[DEFAULTS, LIGHT_KL, *peers_in(overlap)]]
     shown.T.plot.bar(ax=axes[1], width=0.8, rot=20, fontsize=8)
     axes[1].set_ylabel("mean over-correction (lower is better)")
     axes[1].set_ylim(0, shown.max().max() * 1.6)
