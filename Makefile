@@ -75,8 +75,10 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods original --series \
 		lung_celllines --reuse results/partial_overlap.csv --output partial_overlap_original
 	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods original --series \
-		pbmc_3chem --draws 1 --reuse results/partial_overlap.csv \
-		--output partial_overlap_original_pbmc
+		pbmc_3chem --reuse results/partial_overlap.csv --output partial_overlap_original_pbmc
+	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods SCALEX original --series \
+		lung_celllines --seed 1 --draws 1 --reuse results/partial_overlap_seed1.csv \
+		--output partial_overlap_original_seed1
 	cd benchmarks && ../$(BIN)/python summary.py
 
 clean:
