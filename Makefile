@@ -79,6 +79,9 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods SCALEX original --series \
 		lung_celllines --seed 1 --draws 1 --reuse results/partial_overlap_seed1.csv \
 		--output partial_overlap_original_seed1
+	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods SCALEX original --series \
+		pbmc_3chem --seed 1 --draws 1 --reuse results/partial_overlap_seed1.csv \
+		--output partial_overlap_original_seed1_pbmc
 	cd benchmarks && ../$(BIN)/python summary.py
 
 clean:

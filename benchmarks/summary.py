@@ -44,6 +44,7 @@ ORIGINAL_RUNS = {
     "partial_overlap_original.csv": 0,
     "partial_overlap_original_pbmc.csv": 0,
     "partial_overlap_original_seed1.csv": 1,
+    "partial_overlap_original_seed1_pbmc.csv": 1,
 }
 PEERS = ("scVI", "Harmony", "Scanorama", "PCA (unintegrated)", ORIGINAL)
 DEFAULTS = "SCALEX"  # partial_overlap.csv's name of SCALEX with the package defaults
@@ -87,7 +88,7 @@ def mean_totals(panel: pd.DataFrame) -> pd.DataFrame:
 
 def overlap_means() -> pd.DataFrame:
     """Mean over-correction over draws and overlaps per method, series and draw seed; the
-    original package's where it ran on every design of that series and seed."""
+    original package's where it ran on every dataset of that series and seed."""
     frames = []
     for seed, name in OVERLAP_FILES.items():
         table = pd.read_csv(RESULTS / name)
@@ -114,7 +115,7 @@ def original_runs(seed: int | None = None) -> list[pd.DataFrame]:
 
 
 def original_on_its_designs() -> pd.DataFrame:
-    """Mean over-correction of every method over the designs the original package ran on, per
+    """Mean over-correction of every method over the datasets the original package ran on, per
     series and seed of the draws."""
     table = pd.concat(original_runs())
     table["column"] = table["series"] + ", seed " + table["seed"].astype(str)
@@ -359,7 +360,7 @@ def main() -> None:
             + overlap.round(4).to_markdown()
             + "\n\nThe original package against every method on the datasets it ran on "
             "(`partial_overlap_original.md`, `partial_overlap_original_pbmc.md`, "
-            "`partial_overlap_original_seed1.md`; seed 1: the first draw of each number of "
+            "`partial_overlap_original_seed1*.md`; seed 1: the first draw of each number of "
             "shared types, with the package defaults):\n\n"
             + original_on_its_designs().to_markdown()
             + "\n\n## Label transfer onto a reference (`projection_seeds.md`, "
