@@ -22,10 +22,12 @@ Writes benchmarks/results/partial_overlap.{md,csv,png}.
     python benchmarks/partial_overlap.py --methods original --series lung_celllines \
         --reuse results/partial_overlap.csv --output partial_overlap_original
         # the original scalex 1.0.4 with its defaults (own venv, as in panel.py) beside them
-        # (and --series pbmc_3chem --output partial_overlap_original_pbmc; with the package
-        # defaults on the first draws of seed 1: --methods SCALEX original --seed 1 --draws 1
-        # --reuse results/partial_overlap_seed1.csv --output partial_overlap_original_seed1,
-        # and with --series pbmc_3chem --output partial_overlap_original_seed1_pbmc)
+        # (and --series pbmc_3chem --output partial_overlap_original_pbmc)
+    python benchmarks/partial_overlap.py --methods SCALEX original --series lung_celllines \
+        --seed 1 --draws 1 --reuse results/partial_overlap_seed1.csv \
+        --output partial_overlap_original_seed1
+        # the original and the package defaults on the first draws of seed 1 (and
+        # --series pbmc_3chem --output partial_overlap_original_seed1_pbmc)
 
 SCALEX trains with the package defaults (≤ 30,000 iterations, early stopping) unless
 ``--iterations`` or ``--kl-weight`` is given (then its rows are labelled with them, e.g.
