@@ -28,10 +28,16 @@ Writes benchmarks/results/partial_overlap.{md,csv,png}.
         --output partial_overlap_original_seed1
         # the original and the package defaults on the first draws of seed 1 (and
         # --series pbmc_3chem --output partial_overlap_original_seed1_pbmc)
+    python benchmarks/partial_overlap.py --methods SCALEX --batch-norm running per_batch \
+        --reuse results/partial_overlap.csv --output partial_overlap_per_batch
+        # one SCALEX model per dataset embedded with running and with per-batch statistics
 
 SCALEX trains with the package defaults (≤ 30,000 iterations, early stopping) unless
 ``--iterations`` or ``--kl-weight`` is given (then its rows are labelled with them, e.g.
-"SCALEX (2000 iterations, kl_weight 0.02)"). ``--reuse CSV``
+"SCALEX (2000 iterations, kl_weight 0.02)"). With ``--batch-norm`` or ``--lr`` it trains as
+``panel.py``'s budgets do (``budget_curve``: a given budget runs without early stopping) and
+embeds the one model with each of the encoder's BatchNorm statistics named (rows of per-batch
+statistics end in ", per-batch BatchNorm"). ``--reuse CSV``
 takes the rows of methods not run now from an earlier run's table (same draws: the designs
 depend on the seed only). Finished datasets are kept in a partial file, so an interrupted run
 picks up where it stopped. Run it alone: two training processes on 2 cores oversubscribe them.
@@ -53,7 +59,7 @@ import torch
 import scalex_scvi as sx
 
 from _common import RESULTS, provenance, read
-from panel import ORIGINAL, _run_original_defaults, scalex_name
+from panel import ORIGINAL, _run_original_defaults, budget_curve, scalex_name
 
 mpl.use("Agg")
 import matplotlib.pyplot as plt
@@ -128,6 +134,16 @@ def main() -> None:
     parser.add_argument(
         "--kl-weight", type=float, default=None, help="SCALEX's kl_weight (default: the package's)"
     )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="SCALEX's learning rate (default: the package's)"
+    )
+    parser.add_argument(
+        "--batch-norm",
+        nargs="+",
+        default=None,
+        choices=["running", "per_batch"],
+        help="encoder BatchNorm statistics of SCALEX's embeddings, one model for all",
+    )
     parser.add_argument("--scvi-epochs", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
@@ -152,9 +168,15 @@ def main() -> None:
     if args.report:
         write_report(pd.read_csv(RESULTS / f"{args.output}.csv"), args)
         return
-    label = scalex_name(args.iterations, kl_weight=args.kl_weight)
-    names = {"SCALEX": label, ORIGINAL_CHOICE: ORIGINAL}
-    reused = reused_rows(args.reuse, [names.get(m, m) for m in args.methods])
+    label = scalex_name(args.iterations, lr=args.lr, kl_weight=args.kl_weight)
+    curve = args.batch_norm is not None or args.lr is not None
+    batch_norms = tuple(args.batch_norm or ["running"])
+    labels = [
+        scalex_name(args.iterations, norm, args.lr, kl_weight=args.kl_weight)
+        for norm in batch_norms
+    ]
+    names = {ORIGINAL_CHOICE: [ORIGINAL], "SCALEX": labels if curve else [label]}
+    reused = reused_rows(args.reuse, [n for m in args.methods for n in names.get(m, [m])])
     partial = RESULTS / f"{args.output}_partial.json"
     done = json.loads(partial.read_text()) if partial.exists() else {}
     for series, spec in ((name, SERIES[name]) for name in args.series):
@@ -176,12 +198,26 @@ def main() -> None:
                 prepared = sx.pp.preprocess(
                     data, batch_key="batch", min_features=spec["min_features"]
                 )
-                embeddings, original = {}, None
+                embeddings, original, timing = {}, None, {}
                 if ORIGINAL_CHOICE in args.methods:
                     embeddings[ORIGINAL], original = _run_original_defaults(prepared, args.seed)
+                if curve and "SCALEX" in args.methods:
+                    trained, timing = budget_curve(
+                        prepared,
+                        args.seed,
+                        (args.iterations,),
+                        batch_norms,
+                        args.lr,
+                        args.kl_weight,
+                    )
+                    # budget_curve names rows with the seed where it is not 0; here the seed
+                    # is the draws'
+                    embeddings.update(zip(labels, trained.values(), strict=True))
+                    timing = dict(zip(labels, timing.values(), strict=True))
+                in_framework = [m for m in args.methods if m != ORIGINAL_CHOICE]
                 table = sx.benchmark.run_benchmark(
                     prepared,
-                    methods=[m for m in args.methods if m != ORIGINAL_CHOICE],
+                    methods=[m for m in in_framework if not (curve and m == "SCALEX")],
                     prepared=True,
                     embeddings=embeddings,
                     dataset=f"{series}_k{k}_d{draw}",
@@ -198,9 +234,14 @@ def main() -> None:
                         original["peak_rss_mib"],
                     ]
                     table.loc[at, "original_iterations"] = original["iterations"]
+                for name, info in timing.items():
+                    at = table["method"] == name
+                    table.loc[at, ["wall_s", "peak_mib"]] = [info["wall_s"], info["peak_mib"]]
+                    table.loc[at, "scalex_trained_iterations"] = info["iterations"]
                 table["method"] = table["method"].replace({"SCALEX": label})
                 table["scalex_iterations"] = args.iterations
                 table["scalex_kl_weight"] = args.kl_weight
+                table["scalex_lr"] = args.lr
                 table["series"], table["shared_types"], table["draw"] = series, k, draw
                 table["design"] = json.dumps(design)
                 if reused is not None:
