@@ -31,6 +31,8 @@ Writes benchmarks/results/partial_overlap.{md,csv,png}.
     python benchmarks/partial_overlap.py --methods SCALEX --batch-norm running per_batch \
         --reuse results/partial_overlap.csv --output partial_overlap_per_batch
         # one SCALEX model per dataset embedded with running and with per-batch statistics
+        # (then --iterations 4000 --lr 1e-3 ... --reuse results/partial_overlap_per_batch.csv
+        # --output partial_overlap_per_batch_lr)
 
 SCALEX trains with the package defaults (≤ 30,000 iterations, early stopping) unless
 ``--iterations`` or ``--kl-weight`` is given (then its rows are labelled with them, e.g.
