@@ -321,7 +321,8 @@ def plot(panel: pd.DataFrame, overlap: pd.DataFrame, seeds: pd.DataFrame) -> Non
     axes[0].set_xlabel("scib Total (large: mean over seeds; small: each seed)")
     axes[0].legend(fontsize=8)
     axes[0].set_title("integration: scib Total")
-    shown = overlap.loc[[DEFAULTS, LIGHT_KL, *peers_in(overlap)]]
+    settings = [m for m in (DEFAULTS, LIGHT_KL, "SCALEX" + PER_BATCH) if m in overlap.index]
+    shown = overlap.loc[[*settings, *peers_in(overlap)]]
     shown.T.plot.bar(ax=axes[1], width=0.8, rot=20, fontsize=8)
     axes[1].set_ylabel("mean over-correction (lower is better)")
     axes[1].set_ylim(0, shown.max().max() * 1.6)
