@@ -429,7 +429,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
               (the batch column registered with the model; one group when it is missing). This
               is a deterministic form of the original package's behaviour, which kept BatchNorm
               in training mode at inference and so normalised each random mini-batch of a
-              batch with its own statistics. A cell's embedding then depends on its batch.
+              batch with its own statistics. A cell's embedding then depends on its batch,
+              and batches that hold different cell types are pulled together (more
+              over-correction on the partial-overlap series, ``partial_overlap_per_batch.md``).
               Batches of fewer than 32 cells keep the running statistics.
             * :class:`~scalex_scvi.model.HiddenStatistics` named by batch: these statistics
               for the cells of those batches, the running ones for the others (as computed
