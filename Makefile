@@ -87,6 +87,9 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods SCALEX --iterations 4000 \
 		--lr 1e-3 --batch-norm running per_batch --reuse results/partial_overlap_per_batch.csv \
 		--output partial_overlap_per_batch_lr
+	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods SCALEX --seed 1 --batch-norm \
+		running per_batch --reuse results/partial_overlap_seed1.csv \
+		--output partial_overlap_seed1_per_batch
 	cd benchmarks && ../$(BIN)/python summary.py
 
 clean:
