@@ -216,10 +216,11 @@ def main() -> None:
                     # is the draws'
                     embeddings.update(zip(labels, trained.values(), strict=True))
                     timing = dict(zip(labels, timing.values(), strict=True))
-                in_framework = [m for m in args.methods if m != ORIGINAL_CHOICE]
+                # SCALEX trained above, the original in its own venv: both passed as embeddings
+                elsewhere = {ORIGINAL_CHOICE, *(["SCALEX"] if curve else [])}
                 table = sx.benchmark.run_benchmark(
                     prepared,
-                    methods=[m for m in in_framework if not (curve and m == "SCALEX")],
+                    methods=[m for m in args.methods if m not in elsewhere],
                     prepared=True,
                     embeddings=embeddings,
                     dataset=f"{series}_k{k}_d{draw}",
