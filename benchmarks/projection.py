@@ -136,16 +136,18 @@ def timed(fn, *args, **kwargs):
     return out, wall, memory.peak_mib
 
 
-def run_scalex(reference, query_raw, iterations, seed, model_kwargs=None, arms=None):
+def run_scalex(
+    reference, query_raw, iterations, seed, model_kwargs=None, arms=None, train_kwargs=None
+):
     """Train SCALEX on the reference and project the query with each arm's BatchNorm
-    statistics; ``model_kwargs`` go to ``SCALEX(...)``, ``arms`` (name -> statistics) default
-    to ``SCALEX_ARMS``."""
+    statistics; ``model_kwargs`` go to ``SCALEX(...)``, ``train_kwargs`` to ``train()``,
+    ``arms`` (name -> statistics) default to ``SCALEX_ARMS``."""
     scvi.settings.seed = seed
     sx.SCALEX.setup_anndata(reference, batch_key="batch")
     model = sx.SCALEX(reference, **(model_kwargs or {}))
     start = time.perf_counter()
     kwargs = {} if iterations is None else {"max_iterations": iterations}
-    model.train(enable_progress_bar=False, **kwargs)
+    model.train(enable_progress_bar=False, **kwargs, **(train_kwargs or {}))
     iterations_run = model.trainer.global_step
     train_s = time.perf_counter() - start
     ref_latent = model.get_latent_representation()
