@@ -147,7 +147,7 @@ def run_scalex(
     model = sx.SCALEX(reference, **(model_kwargs or {}))
     start = time.perf_counter()
     kwargs = {} if iterations is None else {"max_iterations": iterations}
-    model.train(enable_progress_bar=False, **kwargs, **(train_kwargs or {}))
+    model.train(enable_progress_bar=False, **{**kwargs, **(train_kwargs or {})})
     iterations_run = model.trainer.global_step
     train_s = time.perf_counter() - start
     ref_latent = model.get_latent_representation()

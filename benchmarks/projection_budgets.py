@@ -169,11 +169,11 @@ def main() -> None:
     table = pd.read_csv(kept) if kept.exists() else pd.DataFrame(columns=["split", "seed"])
     if not args.report:
         for seed, split in itertools.product(args.seeds, args.splits):
-            here = table.loc[(table["split"] == split) & (table["seed"] == seed), "method"]
-            missing = [s for s in args.settings if f"SCALEX {s}, running" not in set(here)]
+            here = set(table.loc[(table["split"] == split) & (table["seed"] == seed), "method"])
+            missing = [s for s in args.settings if f"SCALEX {s}, running" not in here]
             if not missing:
                 continue
-            rows = [] if "SCALEX defaults, running" in set(here) else cached_rows(split, seed)
+            rows = [] if "SCALEX defaults, running" in here else cached_rows(split, seed)
             rows += budget_rows(split, seed, missing)
             table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
             write_report(table, args.out)
