@@ -121,7 +121,7 @@ def comparisons(table: pd.DataFrame) -> pd.DataFrame:
             label = "scArches" if peer == SCARCHES else "defaults"
             entry[f"minus {label}"] = f"{difference:+.4f} [{low:+.4f}, {high:+.4f}]"
             entry[f"vs {label}"] = interval_verdict(low, high)
-        split_means = wide.groupby("split")[[method, SCARCHES]].mean().dropna()  # splits run
+        split_means = wide[[method, SCARCHES]].dropna().groupby("split").mean()  # seeds run
         entry["splits >= scArches (means)"] = (
             f"{int((split_means[method] >= split_means[SCARCHES]).sum())} of {len(split_means)}"
         )
