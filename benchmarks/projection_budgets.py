@@ -138,9 +138,8 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
     with open(out / "projection_budgets.md", "w") as fh:
         fh.write("# Projection after shorter and longer trainings\n\n")
         fh.write(
-            f"Small projection splits, seeds {seeds}. SCALEX trained for 2000 and 4000 "
-            "iterations at most (lr 2e-4; early stopping on, iterations run in the CSV) and for "
-            "the full 30000 iterations (lr 2e-4, early stopping off) against "
+            f"Small projection splits, seeds {seeds}. SCALEX trained for {'; '.join(SETTINGS)} "
+            "(lr 2e-4; early stopping on unless said; iterations run in the CSV) against "
             "SCALEX with the package defaults and scArches from `label_rules.py`'s cache (same "
             "split and seed). macro-F1 of labels transferred with the package defaults over "
             "query cells of known types ('Unknown' counts as wrong). Intervals: 95% t-intervals "
