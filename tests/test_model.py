@@ -235,6 +235,29 @@ def test_save_load_gives_identical_latents(trained, reference, query, tmp_path):
         sx.SCALEX.load(tmp_path / "model", adata=reference[:, 1:].copy())
 
 
+def test_layer_norm_encoder_model(reference, query, tmp_path):
+    scvi.settings.seed = 0
+    adata = reference.copy()
+    sx.SCALEX.setup_anndata(adata, batch_key="batch")
+    model = sx.SCALEX(adata, n_hidden=64, encoder_norm="layer")
+    assert isinstance(model.module.z_encoder.norm, torch.nn.LayerNorm)
+    model.train(max_iterations=20, enable_progress_bar=False, early_stopping=False)
+    z_query = model.get_latent_representation(query)
+    assert z_query.shape == (query.n_obs, 10) and np.isfinite(z_query).all()
+    np.testing.assert_allclose(
+        model.get_latent_representation(query[:1].copy()), z_query[:1], rtol=1e-5, atol=1e-6
+    )
+    for batch_norm in ("per_batch", model.get_hidden_statistics()):
+        with pytest.raises(ValueError, match="needs a BatchNorm encoder"):
+            model.get_latent_representation(query, batch_norm=batch_norm)
+    model.save(tmp_path / "model")
+    loaded = sx.SCALEX.load(tmp_path / "model")
+    assert loaded.module.encoder_norm == "layer"
+    np.testing.assert_array_equal(loaded.get_latent_representation(query), z_query)
+    query_model = sx.SCALEX.load_query_data(query.copy(), model)  # the same encoder
+    np.testing.assert_array_equal(query_model.get_latent_representation(), z_query)
+
+
 def test_same_seed_same_latent(reference):
     a = train_small(reference.copy(), seed=3, iterations=15).get_latent_representation()
     b = train_small(reference.copy(), seed=3, iterations=15).get_latent_representation()

@@ -139,6 +139,30 @@ def test_encoder_ignores_batch():
     assert torch.equal(a, b)
 
 
+def test_layer_norm_encoder_normalises_each_cell_over_its_hidden_units():
+    torch.manual_seed(0)
+    module = SCALEXVAE(8, n_batch=2, n_hidden=16, n_latent=4, encoder_norm="layer")
+    encoder = module.z_encoder
+    with torch.no_grad():
+        encoder.norm.weight.uniform_(0.5, 1.5)
+        encoder.norm.bias.uniform_(-0.5, 0.5)
+    x = torch.rand(6, 8)
+    h = encoder.fc(x)
+    by_hand = (h - h.mean(1, keepdim=True)) / torch.sqrt(
+        h.var(1, unbiased=False, keepdim=True) + 1e-5
+    )
+    h = torch.relu(by_hand * encoder.norm.weight + encoder.norm.bias)
+    expected = encoder.mean_encoder(h)
+    module.train()  # no statistics of other cells, in training as at inference
+    qzm = module.inference(x)["qzm"]
+    torch.testing.assert_close(qzm, expected)
+    torch.testing.assert_close(module.inference(x[2:3])["qzm"], expected[2:3])
+    with pytest.raises(ValueError, match="no BatchNorm statistics"):
+        module.inference(x, hidden_stats=(torch.zeros(6, 16), torch.ones(6, 16)))
+    with pytest.raises(ValueError, match="'batch' or 'layer'"):
+        SCALEXVAE(8, encoder_norm="group")
+
+
 def test_training_step_with_one_cell_does_not_crash():
     module = SCALEXVAE(8, n_batch=2, n_hidden=16, n_latent=4)
     module.train()

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import scalex_scvi as sx
 
 from scalex_testing import REPO_ROOT, data_dir, shared_path
@@ -37,8 +39,13 @@ def test_online_atlas_tutorial_runs(tmp_path):
     assert set(atlas.adata.obs["source"]) == {"reference", "3pv1"}
 
 
+@pytest.mark.slow  # trains 10,000 iterations: about 6 minutes on 2 cores, over a third of the suite
 def test_cite_seq_mudata_tutorial_runs(tmp_path):
-    """The MuData tutorial: the RNA embedding predicts the proteins, the hashtags stay mixed."""
+    """The MuData tutorial: the RNA embedding predicts the proteins, the hashtags stay mixed.
+
+    ``make test-slow``; the fast suite covers the same MuData calls on small trainings
+    (``test_mudata.py``).
+    """
     shared_path("citefuse_eccite_pbmc_500_rna_adt.h5mu")
     stdout = _run_tutorial("cite_seq_mudata.py", tmp_path)
     medians = dict(

@@ -93,6 +93,12 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         ``max_iterations=8000``) over-corrects less when batches share few cell types, and
         mixes batches less where they hold the same ones (``benchmarks/results/
         partial_overlap.md`` and ``panel.md``).
+    encoder_norm
+        Normalisation of the encoder's hidden layer: ``"batch"`` (default, the paper's
+        BatchNorm) or ``"layer"`` (a LayerNorm over each cell's own hidden units; not in the
+        paper). With ``"layer"`` no statistics of other cells enter an embedding, in training
+        or at inference, so ``batch_norm`` of :meth:`get_latent_representation` and
+        :func:`scalex_scvi.tl.balanced_latent` do not apply.
 
     Every method that takes ``adata`` also takes a MuData when the model was set up with
     :meth:`setup_mudata`: it reads the modality the model was set up with.
@@ -119,6 +125,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         n_hidden: int = 1024,
         n_latent: int = 10,
         kl_weight: float | None = None,
+        encoder_norm: Literal["batch", "layer"] = "batch",
     ):
         super().__init__(adata, registry)
         features = self._features_adata(adata) if adata is not None else None  # once per MuData
@@ -132,12 +139,14 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             n_hidden=n_hidden,
             n_latent=n_latent,
             kl_weight=kl_weight,
+            encoder_norm=encoder_norm,
         )
         recipe = features.uns.get(RECIPE_KEY) if features is not None else None
         self.preprocess_recipe_ = dict(recipe) if recipe is not None else None
         self._model_summary_string = (
             f"SCALEX model with n_hidden: {n_hidden}, n_latent: {n_latent}, "
-            f"kl_weight: {kl_weight}, n_batch: {self.summary_stats.n_batch}."
+            f"kl_weight: {kl_weight}, encoder_norm: {encoder_norm}, "
+            f"n_batch: {self.summary_stats.n_batch}."
         )
         self.init_params_ = self._get_init_params(locals())
 
@@ -425,6 +434,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
             * ``"running"``: the running statistics learnt in training. A cell's embedding
               depends on that cell only.
+              The only choice for a model with ``encoder_norm="layer"``.
             * ``"per_batch"``: statistics computed over all the cells passed of the same batch
               (the batch column registered with the model; one group when it is missing). This
               is a deterministic form of the original package's behaviour, which kept BatchNorm
@@ -452,6 +462,11 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(
                 "batch_norm must be 'running', 'per_batch' or a HiddenStatistics, "
                 f"not {batch_norm!r}."
+            )
+        if (explicit or batch_norm != "running") and self.module.encoder_norm != "batch":
+            raise ValueError(
+                f"batch_norm={batch_norm!r} needs a BatchNorm encoder; this model's encoder uses "
+                f"{self.module.encoder_norm!r} normalisation and takes 'running' only."
             )
         self.module.eval()
         if dataloader is not None:
@@ -830,7 +845,11 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         setup(adata, source_registry=registry, extend_categories=True, **registry["setup_args"])
         module = reference.module
         model = cls(
-            adata, n_hidden=module.n_hidden, n_latent=module.n_latent, kl_weight=module.kl_weight
+            adata,
+            n_hidden=module.n_hidden,
+            n_latent=module.n_latent,
+            kl_weight=module.kl_weight,
+            encoder_norm=module.encoder_norm,
         )
         model.preprocess_recipe_ = copy.deepcopy(reference.preprocess_recipe_)
         model.module.load_state_dict(extended_state(module, model.module.n_batch))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -23,12 +25,23 @@ class BatchFreeEncoder(nn.Module):
         Width of the hidden layer.
     n_latent
         Dimensionality of the latent space.
+    norm
+        Normalisation of the hidden layer: ``"batch"`` (the paper's BatchNorm) or ``"layer"``
+        (a LayerNorm over each cell's hidden units, which uses no statistics of other cells).
     """
 
-    def __init__(self, n_input: int, n_hidden: int = 1024, n_latent: int = 10):
+    def __init__(
+        self,
+        n_input: int,
+        n_hidden: int = 1024,
+        n_latent: int = 10,
+        norm: Literal["batch", "layer"] = "batch",
+    ):
         super().__init__()
+        if norm not in ("batch", "layer"):
+            raise ValueError(f"norm must be 'batch' or 'layer', not {norm!r}.")
         self.fc = nn.Linear(n_input, n_hidden)
-        self.norm = nn.BatchNorm1d(n_hidden)
+        self.norm = nn.BatchNorm1d(n_hidden) if norm == "batch" else nn.LayerNorm(n_hidden)
         self.mean_encoder = nn.Linear(n_hidden, n_latent)
         self.var_encoder = nn.Linear(n_hidden, n_latent)
 
@@ -51,9 +64,14 @@ class BatchFreeEncoder(nn.Module):
             Optional per-cell ``(mean, var)`` of the hidden pre-activations, each of shape
             ``(n_cells, n_hidden)``, used instead of the BatchNorm statistics (running or
             mini-batch). This is how statistics computed over a whole query batch are applied.
+            Only for a BatchNorm encoder.
         """
         h = self.fc(x)
-        if hidden_stats is not None:
+        if isinstance(self.norm, nn.LayerNorm):
+            if hidden_stats is not None:
+                raise ValueError("A LayerNorm encoder has no BatchNorm statistics to replace.")
+            h = self.norm(h)
+        elif hidden_stats is not None:
             mean, var = hidden_stats
             h = (h - mean) * torch.rsqrt(var + self.norm.eps) * self.norm.weight + self.norm.bias
         else:

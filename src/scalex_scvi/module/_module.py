@@ -16,6 +16,8 @@ from torch.nn import functional as F
 from ._components import BatchFreeEncoder, DSBNDecoder
 
 if TYPE_CHECKING:
+    from typing import Literal
+
     from torch.distributions import Distribution
 
 LOGITS_KEY = "px_logits"
@@ -42,6 +44,9 @@ class SCALEXVAE(BaseModuleClass):
     kl_weight
         Weight of the KL divergence in the loss (the paper's 0.5). The training plan's own KL
         weight (1 unless a warm-up is requested) multiplies it.
+    encoder_norm
+        Normalisation of the encoder's hidden layer: ``"batch"`` (the paper's BatchNorm) or
+        ``"layer"`` (LayerNorm), see :class:`BatchFreeEncoder`.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class SCALEXVAE(BaseModuleClass):
         n_hidden: int = 1024,
         n_latent: int = 10,
         kl_weight: float = 0.5,
+        encoder_norm: Literal["batch", "layer"] = "batch",
     ):
         super().__init__()
         self.n_input = n_input
@@ -58,7 +64,10 @@ class SCALEXVAE(BaseModuleClass):
         self.n_hidden = n_hidden
         self.n_latent = n_latent
         self.kl_weight = kl_weight
-        self.z_encoder = BatchFreeEncoder(n_input, n_hidden=n_hidden, n_latent=n_latent)
+        self.encoder_norm = encoder_norm
+        self.z_encoder = BatchFreeEncoder(
+            n_input, n_hidden=n_hidden, n_latent=n_latent, norm=encoder_norm
+        )
         self.decoder = DSBNDecoder(n_latent, n_input, self.n_batch)
 
     @property
