@@ -43,8 +43,8 @@ def test_online_atlas_tutorial_runs(tmp_path):
 def test_cite_seq_mudata_tutorial_runs(tmp_path):
     """The MuData tutorial: the RNA embedding predicts the proteins, the hashtags stay mixed.
 
-    ``make test-slow``; the fast suite covers the same MuData calls on small trainings
-    (``test_mudata.py``).
+    ``make test-slow``; the fast suite covers its MuData calls on small trainings
+    (``test_mudata.py``) and the reading of an ``.h5mu`` file (``test_io.py``).
     """
     shared_path("citefuse_eccite_pbmc_500_rna_adt.h5mu")
     stdout = _run_tutorial("cite_seq_mudata.py", tmp_path)
