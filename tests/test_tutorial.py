@@ -39,7 +39,7 @@ def test_online_atlas_tutorial_runs(tmp_path):
     assert set(atlas.adata.obs["source"]) == {"reference", "3pv1"}
 
 
-@pytest.mark.slow  # 10,000 iterations: about 6 minutes on 2 cores, a third of the suite
+@pytest.mark.slow  # 10,000 iterations: 4 to 6 minutes on 2 cores
 def test_cite_seq_mudata_tutorial_runs(tmp_path):
     """The MuData tutorial: the RNA embedding predicts the proteins, the hashtags stay mixed.
 

@@ -4,8 +4,8 @@
 # ECCITE-seq PBMC (Mimitou et al. 2019, via CiteFuse; GPL-3): 500 cells, RNA and 49 surface
 # proteins in one MuData, pooled from four hashtags, which serve as batches. SCALEX reads the RNA
 # modality; the proteins travel with it and, measured independently of the RNA, show whether
-# the embedding keeps cells of the same kind together. Runs in about six minutes on two CPU
-# cores (361 s when the test suite ran it on 2026-11-28; `make test-slow` runs it):
+# the embedding keeps cells of the same kind together. Runs in about four minutes on two CPU
+# cores (238 s alone, 361 s inside the test suite, 2026-11-28; `make test-slow` runs it):
 #
 # ```bash
 # SCALEX_SCVI_DATA_DIR=../shared/data .venv/bin/python tutorials/cite_seq_mudata.py
@@ -53,7 +53,7 @@ print(mdata)
 # %% [markdown]
 # ## 2. Train on the RNA modality
 # 500 cells make an epoch of 8 mini-batches, so 10,000 iterations are 1,250 epochs (most of the
-# tutorial's six minutes on two CPU cores). Small data need that many: on this machine the
+# tutorial's four minutes on two CPU cores). Small data need that many: on this machine the
 # protein agreement below was 0.41 after 3,000 iterations and 0.46 after 10,000.
 
 # %%
