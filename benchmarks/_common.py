@@ -97,6 +97,13 @@ def provenance(extra: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def notes_and_provenance(out: Path, stem: str) -> str:
+    """The end of a report: ``<stem>_notes.md`` beside it (decision rules written before the
+    run, readings), when there is one, then :func:`provenance`."""
+    notes = out / f"{stem}_notes.md"
+    return (notes.read_text() + "\n" if notes.exists() else "") + provenance()
+
+
 def _torch_threads() -> int:
     import torch
 

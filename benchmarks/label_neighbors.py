@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import provenance
+from _common import notes_and_provenance
 from label_rules import (
     add_cache_arguments,
     against_scarches,
@@ -78,9 +78,7 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
         fh.write(against_scarches(table, "n_neighbors").to_markdown(index=False) + "\n\n")
         fh.write("## macro-F1 per split (mean over seeds)\n\n")
         fh.write(per_split.reset_index().to_markdown(index=False) + "\n\n")
-        if (notes := out / "label_neighbors_notes.md").exists():
-            fh.write(notes.read_text() + "\n")
-        fh.write(provenance())
+        fh.write(notes_and_provenance(out, "label_neighbors"))
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ from scvi.model._utils import get_max_epochs_heuristic
 
 import scalex_scvi as sx
 
-from _common import RESULTS, difference_interval, interval_verdict, provenance
+from _common import RESULTS, difference_interval, interval_verdict, notes_and_provenance
 from projection import LABEL, SPLITS, run_scalex, run_scarches, split_data
 
 CACHE = RESULTS.parent / ".cache" / "label_rules"
@@ -227,9 +227,7 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
         fh.write(against_scarches(table).to_markdown(index=False) + "\n\n")
         fh.write("## macro-F1 per split (mean over seeds)\n\n")
         fh.write(per_split.to_markdown(index=False) + "\n\n")
-        if (notes := out / "label_rules_notes.md").exists():
-            fh.write(notes.read_text() + "\n")
-        fh.write(provenance())
+        fh.write(notes_and_provenance(out, "label_rules"))
 
 
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ import pandas as pd
 
 import scalex_scvi as sx
 
-from _common import RESULTS, difference_interval, interval_verdict, provenance
+from _common import RESULTS, difference_interval, interval_verdict, notes_and_provenance
 from label_rules import CACHE, SCARCHES, train
 from projection import LABEL, SPLITS, prepared_split, run_scalex
 
@@ -149,9 +149,7 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
         fh.write(comparisons(table).to_markdown(index=False) + "\n\n")
         fh.write("## macro-F1 per split (mean over seeds)\n\n")
         fh.write(per_split.T.reset_index().to_markdown(index=False) + "\n\n")
-        if (notes := out / "projection_budgets_notes.md").exists():
-            fh.write(notes.read_text() + "\n")
-        fh.write(provenance())
+        fh.write(notes_and_provenance(out, "projection_budgets"))
 
 
 def main() -> None:

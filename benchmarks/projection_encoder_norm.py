@@ -25,18 +25,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import time
 from pathlib import Path
 
 import pandas as pd
-import scvi
 import torch
 
-import scalex_scvi as sx
-
-from _common import RESULTS, difference_interval, interval_verdict, provenance
+from _common import RESULTS, difference_interval, interval_verdict, notes_and_provenance
 from label_rules import SCARCHES
-from projection import LABEL, SPLITS, prepared_split
+from projection import LABEL, SPLITS, prepared_split, run_scalex
 from projection_budgets import SMALL_SPLITS, macro_f1_of
 
 METHOD = "SCALEX encoder LayerNorm, defaults otherwise"
@@ -46,17 +42,14 @@ PEERS = [SCARCHES, "SCALEX defaults, running", "SCALEX defaults, balanced"]
 def layer_norm_row(split: str, seed: int) -> dict:
     """Train SCALEX with a LayerNorm encoder on the split's reference; score the query."""
     reference, query_raw = prepared_split(SPLITS[split])
-    scvi.settings.seed = seed
-    sx.SCALEX.setup_anndata(reference, batch_key="batch")
-    model = sx.SCALEX(reference, encoder_norm="layer")
-    start = time.perf_counter()
-    model.train(enable_progress_bar=False)
-    train_s = time.perf_counter() - start
-    query = model.prepare_query(query_raw, batch_key="batch")
+    _, query, results = run_scalex(
+        reference, query_raw, None, seed, {"encoder_norm": "layer"}, {"running": "running"}
+    )
+    result = results["running"]
     f1 = macro_f1_of(
-        model.get_latent_representation(),
+        result["ref_latent"],
         reference.obs[LABEL].to_numpy(str),
-        model.get_latent_representation(query),
+        result["query_latent"],
         query.obs[LABEL].to_numpy(str),
     )
     return {
@@ -64,8 +57,8 @@ def layer_norm_row(split: str, seed: int) -> dict:
         "seed": seed,
         "method": METHOD,
         "macro_f1": f1,
-        "train_s": train_s,
-        "iterations": model.trainer.global_step,
+        "train_s": result["train_s"],
+        "iterations": result["train_iterations"],
     }
 
 
@@ -127,9 +120,7 @@ def write_report(rows: pd.DataFrame, out: Path) -> None:
         fh.write(comparisons(table).to_markdown(index=False) + "\n\n")
         fh.write("## macro-F1 per split (mean over seeds)\n\n")
         fh.write(per_split.reset_index().to_markdown(index=False) + "\n\n")
-        if (notes := out / "projection_encoder_norm_notes.md").exists():
-            fh.write(notes.read_text() + "\n")
-        fh.write(provenance())
+        fh.write(notes_and_provenance(out, "projection_encoder_norm"))
 
 
 def main() -> None:
