@@ -99,10 +99,11 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         paper). With ``"layer"`` no statistics of other cells enter an embedding, in training
         or at inference, so ``batch_norm`` of :meth:`get_latent_representation` and
         :func:`scalex_scvi.tl.balanced_latent` do not apply. Not recommended: on the small
-        projection splits its label transfer was 0.055 macro-F1 below the BatchNorm's (mean
-        over 18 split-seed pairs), and early stopping ended its training after fewer than
-        2,000 iterations on two of the six splits (``benchmarks/results/
-        projection_encoder_norm.md``).
+        projection splits (18 split-seed pairs) its label transfer was 0.055 macro-F1 below the
+        BatchNorm's with running statistics (not distinguishable) and 0.086 below with
+        balanced statistics (distinguishable), and early stopping ended its training after
+        fewer than 2,000 iterations (seed means) on two of the six splits
+        (``benchmarks/results/projection_encoder_norm.md``).
 
     Every method that takes ``adata`` also takes a MuData when the model was set up with
     :meth:`setup_mudata`: it reads the modality the model was set up with.
