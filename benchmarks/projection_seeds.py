@@ -18,6 +18,7 @@ over). Each row records where it ran (``device``).
 
     python benchmarks/projection_seeds.py [--splits pbmc_3pv1 ...] [--seeds 0 1 2] [--jobs 1]
         [--kl-weight 0.02]   # add SCALEX arms trained with that KL weight (scArches rows reused)
+        [--n-latent 30]      # ... with that latent dimension (alone or with --kl-weight)
     python benchmarks/projection_seeds.py --report   # rewrite the tables from the CSV only
 
 Run one job at a time on a 2-core machine (two torch trainings side by side slow each other
@@ -51,11 +52,17 @@ SMALL_SPLITS = [
 ]
 
 
-def scalex_arms(kl_weight: float | None = None) -> dict[str, str]:
-    """SCALEX method names -> encoder BatchNorm statistics; with a KL weight the names say so."""
-    if kl_weight is None:
-        return dict(SCALEX_ARMS)
-    return {f"{name}, kl_weight {kl_weight:g}": stats for name, stats in SCALEX_ARMS.items()}
+def scalex_arms(model_kwargs: dict[str, float] | None = None) -> dict[str, str]:
+    """SCALEX method names -> encoder BatchNorm statistics; model arguments other than the
+    package defaults are named in the method (``", kl_weight 0.02"``, ``", n_latent 30"``)."""
+    suffix = "".join(f", {key} {value:g}" for key, value in (model_kwargs or {}).items())
+    return {f"{name}{suffix}": stats for name, stats in SCALEX_ARMS.items()}
+
+
+def model_kwargs_from(args: argparse.Namespace) -> dict[str, float]:
+    """The ``SCALEX(...)`` arguments given: ``--kl-weight``, ``--n-latent``."""
+    given = {"kl_weight": args.kl_weight, "n_latent": args.n_latent}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _base_arm(method: str) -> tuple[int, str]:
@@ -80,7 +87,7 @@ def run_one(
     scvi_epochs: int | None = None,
     query_epochs: int | None = None,
     with_scarches: bool = True,
-    kl_weight: float | None = None,
+    model_kwargs: dict[str, float] | None = None,
 ) -> list[dict]:
     """Train SCALEX (and scArches) on one split with one seed; label scores of every arm."""
     import torch
@@ -99,9 +106,8 @@ def run_one(
     reference = sx.pp.preprocess(
         reference_raw, batch_key="batch", profile=split.profile, min_features=split.min_features
     )
-    model_kwargs = None if kl_weight is None else {"kl_weight": kl_weight}
     model, query, results = run_scalex(
-        reference, query_raw, iterations, seed, model_kwargs, scalex_arms(kl_weight)
+        reference, query_raw, iterations, seed, model_kwargs, scalex_arms(model_kwargs)
     )
     if with_scarches:
         epochs = scvi_epochs or split.scvi_epochs or get_max_epochs_heuristic(reference.n_obs)
@@ -114,6 +120,7 @@ def run_one(
         row, _ = evaluate(name, result, reference, query, split_name)
         if name != SCARCHES:
             row["scalex_kl_weight"] = model.module.kl_weight
+            row["scalex_n_latent"] = model.module.n_latent
         rows.append({**row, "seed": seed, "device": device, "job_s": time.perf_counter() - start})
     return rows
 
@@ -173,7 +180,9 @@ INTERVAL_NOTE = (
 KL_NOTE = (
     "Methods named with a `kl_weight` train SCALEX with that weight of the KL term "
     "(`SCALEX(adata, kl_weight=...)`, the package defaults otherwise; the default is the "
-    "paper's 0.5) on the same (split, seed) and are compared with the same scArches rows.\n\n"
+    "paper's 0.5), those named with an `n_latent` with that latent dimension (the default is "
+    "the paper's 10), on the same (split, seed), and are compared with the same scArches "
+    "rows.\n\n"
 )
 
 FORCED_NOTE = (
@@ -259,6 +268,12 @@ def main() -> None:
         default=None,
         help="add SCALEX arms trained with this KL weight (scArches rows kept where present)",
     )
+    parser.add_argument(
+        "--n-latent",
+        type=int,
+        default=None,
+        help="add SCALEX arms with this latent dimension (scArches rows kept where present)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--fresh", action="store_true", help="ignore the rows of an existing projection_seeds.csv"
@@ -279,10 +294,11 @@ def main() -> None:
         rows = pd.read_csv(previous).to_dict(orient="records")
         for row in rows:
             have[(row["split"], int(row["seed"]))].add(row["method"])
+    model_kwargs = model_kwargs_from(args)
     jobs = {}  # (split, seed) -> whether scArches still has to run
     for seed in args.seeds:
         for split in args.splits:
-            missing = ({*scalex_arms(args.kl_weight), SCARCHES}) - have[(split, seed)]
+            missing = ({*scalex_arms(model_kwargs), SCARCHES}) - have[(split, seed)]
             if missing:  # SCALEX arms are recomputed together (one training)
                 jobs[(split, seed)] = SCARCHES in missing
     context = multiprocessing.get_context("spawn")
@@ -297,7 +313,7 @@ def main() -> None:
                 args.scvi_epochs,
                 args.query_epochs,
                 with_scarches,
-                args.kl_weight,
+                model_kwargs,
             ): (split, seed)
             for (split, seed), with_scarches in jobs.items()
         }
