@@ -177,7 +177,7 @@ INTERVAL_NOTE = (
     "that these seeds cannot tell the two apart, not that they are equal.\n\n"
 )
 
-KL_NOTE = (
+MODEL_ARGS_NOTE = (
     "Methods named with a `kl_weight` train SCALEX with that weight of the KL term "
     "(`SCALEX(adata, kl_weight=...)`, the package defaults otherwise; the default is the "
     "paper's 0.5), those named with an `n_latent` with that latent dimension (the default is "
@@ -213,7 +213,7 @@ def write_report(table: pd.DataFrame, out: Path, args: argparse.Namespace) -> No
             "as wrong).\n\n"
         )
         if any(m not in SCALEX_ARMS for m in arms_in(table)):
-            fh.write(KL_NOTE)
+            fh.write(MODEL_ARGS_NOTE)
         if len(versus):
             for arm, rows in versus.groupby("SCALEX arm", sort=False):
                 met = int(rows["SCALEX >= scArches (mean)"].sum())

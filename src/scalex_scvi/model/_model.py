@@ -85,9 +85,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
     n_latent
         Dimensionality of the latent space (the paper's 10). A 30-dimensional latent did not
         improve label transfer on the projection splits (macro-F1 level with 10 dimensions
-        over 18 split-seed pairs, lower on interferon-stimulated PBMC, and almost no cell of
-        a type absent from the reference called "Unknown";
-        ``benchmarks/results/projection_seeds.md``).
+        over 18 split-seed pairs, lower on interferon-stimulated PBMC, and on the lung split
+        whose query holds two lines the reference lacks almost none of their cells called
+        "Unknown"; ``benchmarks/results/projection_seeds.md``).
     kl_weight
         Weight of the KL divergence in the loss. ``None`` (default) uses
         :func:`default_kl_weight`: the paper's 0.5 for inputs of at least 1,000 features (every
