@@ -144,6 +144,20 @@ def test_extend_keeps_existing_cells_bit_identical(trained, reference, query_raw
     assert (cells.obs["label_origin"][n_reference:] == "predicted").all()
     with pytest.raises(KeyError, match=r"Atlas\.map"):
         atlas.extend(reference)
+    # the same cells again: refused, unless renamed (barcodes repeat across samples)
+    names_before = mapped.obs_names.copy()
+    with pytest.raises(ValueError, match="50 of the 50 mapped cells are named like"):
+        atlas.extend(mapped)
+    assert atlas.n_obs == n_reference + 150
+    atlas.extend(mapped, index_unique="-")
+    assert atlas.n_obs == n_reference + 200 and atlas.adata.obs_names.is_unique
+    assert list(atlas.adata.obs_names[-2:]) == [f"{name}-q2" for name in names_before[-2:]]
+    assert (mapped.obs_names == names_before).all()
+    np.testing.assert_array_equal(atlas.adata.obsm["X_scalex"][:n_reference], before[0])
+    twins = mapped[:2].copy()
+    twins.obs_names = ["twin", "twin"]
+    with pytest.raises(ValueError, match="not unique"):
+        atlas.extend(twins)
 
 
 def test_save_load_gives_identical_results(atlas, query_raw, tmp_path):

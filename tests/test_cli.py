@@ -161,6 +161,13 @@ def test_map_onto_an_atlas_and_extend(integrated, files, tmp_path):
     assert (tmp_path / "mapped" / "projection.png").exists()
     assert sx.Atlas.load(tmp_path / "atlas").n_obs == 910 + 290
     assert mapped.raw is None
+    with pytest.raises(ValueError, match="index_unique"):  # the same cells a second time
+        _map_cli(tmp_path / "atlas", files["3pv1"], tmp_path / "again", "--extend")
+    assert sx.Atlas.load(tmp_path / "atlas").n_obs == 910 + 290
+    _map_cli(
+        tmp_path / "atlas", files["3pv1"], tmp_path / "again", "--extend", "--index_unique", "-"
+    )
+    assert sx.Atlas.load(tmp_path / "atlas").n_obs == 910 + 290 + 290
     balanced = _map_cli(
         tmp_path / "atlas",
         files["3pv1"],

@@ -373,3 +373,21 @@ def test_cells_without_a_batch_are_an_error(reference):
     adata.obs.iloc[:2, adata.obs.columns.get_loc("batch")] = np.nan
     with pytest.raises(ValueError, match="2 cells have no batch"):
         sx.SCALEX.setup_anndata(adata, batch_key="batch")
+
+
+def test_integer_batch_labels(reference):
+    adata = reference.copy()
+    adata.obs["batch"] = adata.obs["batch"].cat.codes.astype(int)  # 0 = 3pv2, 1 = 5p
+    model = train_small(adata, iterations=20)
+    assert list(model.batch_categories) == [0, 1]
+    held = adata[:60].copy()  # known batches, given as integers
+    errors = model.get_reconstruction_error(held, return_mean=False)["reconstruction_loss"]
+    assert errors.shape == (60,) and torch.isfinite(errors).all()
+    unseen = held.copy()
+    unseen.obs["batch"] = 7
+    z = model.get_latent_representation(unseen)
+    np.testing.assert_array_equal(z, model.get_latent_representation(held))
+    assert np.isfinite(model.get_latent_representation(unseen, batch_norm="per_batch")).all()
+    as_first = model.get_normalized_expression(unseen, transform_batch=0, return_numpy=True)
+    as_second = model.get_normalized_expression(unseen, transform_batch=1, return_numpy=True)
+    assert np.abs(as_first - as_second).max() > 1e-4

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -103,6 +105,25 @@ def test_cell_filter_is_quiet_when_it_removes_few_cells(reference_raw, recwarn):
     out = sx.pp.preprocess(reference_raw, batch_key="batch", min_features=50)
     assert out.n_obs > reference_raw.n_obs / 2
     assert not [w for w in recwarn if "min_features" in str(w.message)]
+    assert not [w for w in recwarn if "non-integer" in str(w.message)]  # counts are counts
+
+
+def test_normalised_input_warns_that_it_is_not_counts(reference, reference_raw, query_raw):
+    normalised = reference_raw.copy()
+    sc.pp.normalize_total(normalised)
+    sc.pp.log1p(normalised)
+    with pytest.warns(UserWarning, match="non-integer values"):
+        sx.pp.preprocess(normalised, batch_key="batch", min_features=50)
+    logged_query = query_raw.copy()
+    sc.pp.log1p(logged_query)
+    with pytest.warns(UserWarning, match="non-integer values"):
+        sx.pp.prepare_query(logged_query, reference.uns[sx.pp.RECIPE_KEY])
+    in_layer = normalised.copy()
+    in_layer.layers["counts"] = reference_raw.X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # counts named by layer=: no warning
+        warnings.filterwarnings("ignore", message=".*min_features", category=UserWarning)
+        sx.pp.preprocess(in_layer, batch_key="batch", min_features=50, layer="counts")
 
 
 def test_bad_arguments(reference_raw):

@@ -68,6 +68,7 @@ class Atlas:
         self.model = model
         self._blocks = list(blocks)
         self._cache: ad.AnnData | None = None
+        self._name_set: set[str] | None = None
         self.umap = umap
         self.label_key = label_key
         self.classifier = classifier
@@ -254,19 +255,32 @@ class Atlas:
             query.obs[f"{self.label_key}_uncertainty"] = predicted["uncertainty"].to_numpy()
         return query
 
-    def extend(self, mapped: ad.AnnData) -> None:
+    def extend(self, mapped: ad.AnnData, index_unique: str | None = None) -> None:
         """Add mapped cells (the output of :meth:`map`) to the atlas.
 
         Cells already in the atlas keep their embedding and map coordinates bit for bit; the
         new cells are appended as a block, so time and memory grow with the cells added. Their
         label is the predicted one (``obs['label_origin'] == 'predicted'``).
+
+        Parameters
+        ----------
+        mapped
+            The output of :meth:`map`. Not modified.
+        index_unique
+            Name the added cells ``f"{name}{index_unique}{source}"``, as
+            :func:`anndata.concat` does, e.g. ``"-"``. Needed when their names are already in
+            the atlas (10x barcodes repeat across samples); ``None`` keeps the names and raises
+            if any is taken, so that cells are not added twice by mistake.
         """
         for key in (LATENT_KEY, MAP_KEY):
             if key not in mapped.obsm:
                 raise KeyError(f"mapped.obsm has no {key!r}; pass the output of Atlas.map().")
-        obs = pd.DataFrame(
-            {SOURCE_KEY: mapped.obs.get(SOURCE_KEY, "query")}, index=mapped.obs_names.copy()
-        )
+        source = mapped.obs.get(SOURCE_KEY, pd.Series("query", index=mapped.obs_names))
+        names = pd.Index(mapped.obs_names.astype(str))
+        if index_unique is not None:
+            names = names + index_unique + pd.Index(source.astype(str).to_numpy())
+        self._check_new_names(names)
+        obs = pd.DataFrame({SOURCE_KEY: source.to_numpy()}, index=names)
         batch_key = self.model.registry_["setup_args"]["batch_key"]
         if batch_key is not None and batch_key in mapped.obs:
             obs[batch_key] = mapped.obs[batch_key].astype(str).to_numpy()
@@ -284,7 +298,36 @@ class Atlas:
             },
         )
         self._blocks.append(block)
+        self._names().update(names)
         self._cache = None
+
+    def _check_new_names(self, names: pd.Index) -> None:
+        """Raise when cells to add repeat each other's or the atlas's names."""
+        if not names.is_unique:
+            repeated = names[names.duplicated()].unique()
+            raise ValueError(
+                f"The mapped cells' names are not unique (e.g. {list(repeated[:3])}); make "
+                "them unique first (mapped.obs_names_make_unique())."
+            )
+        known = self._names()
+        taken = names[[name in known for name in names]]
+        if len(taken):
+            raise ValueError(
+                f"{len(taken)} of the {len(names)} mapped cells are named like cells already "
+                f"in the atlas (e.g. {list(taken[:3])}): added before, or names that repeat "
+                "across samples (10x barcodes). Pass index_unique='-' to name the new cells "
+                "'<name>-<source>', or rename them."
+            )
+
+    def _names(self) -> set[str]:
+        """Names of the atlas's cells, collected once and then kept up to date by :meth:`extend`.
+
+        A set, so that checking and adding new cells costs time in the cells added, not in the
+        size of the atlas.
+        """
+        if self._name_set is None:
+            self._name_set = {str(name) for block in self._blocks for name in block.obs_names}
+        return self._name_set
 
     @property
     def adata(self) -> ad.AnnData:

@@ -162,7 +162,7 @@ def _map(args: argparse.Namespace) -> int:
     ax.figure.savefig(out / "projection.png", dpi=120, bbox_inches="tight")
     plt.close(ax.figure)
     if args.extend:
-        atlas.extend(mapped)
+        atlas.extend(mapped, index_unique=args.index_unique)
         atlas.save(args.atlas, overwrite=True)
         print(f"Extended {args.atlas}: {atlas.n_obs} cells.")
     print(
@@ -291,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mapper.add_argument("-o", "--outdir", default="mapped/")
     mapper.add_argument("--extend", action="store_true", help="add the cells to the atlas")
+    mapper.add_argument(
+        "--index_unique",
+        default=None,
+        help="with --extend: name the added cells NAME<SEP>SOURCE (e.g. '-'), needed when their "
+        "names are already in the atlas (10x barcodes repeat across samples)",
+    )
     mapper.add_argument(
         "--keep_raw",
         action="store_true",

@@ -1014,7 +1014,7 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             warnings.filterwarnings("ignore", message=".*fewer than 3 cells", category=UserWarning)
             self.setup_anndata(  # an AnnData, also for a model set up with a MuData
                 light,
-                source_registry=self.registry_,
+                source_registry=_with_string_batches(self.registry_),
                 extend_categories=True,
                 batch_key=setup_args["batch_key"],
                 layer=setup_args["layer"],
@@ -1059,6 +1059,25 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if layer is None:
             return AnnData(X=matrix, obs=obs, var=var)
         return AnnData(obs=obs, var=var, layers={layer: matrix})
+
+
+def _with_string_batches(registry: dict) -> dict:
+    """``registry`` with its batch categories as strings, as a light copy names its batches.
+
+    A model trained on batch labels that are not strings (e.g. integers) would otherwise meet
+    the light copy's string labels as unseen categories, and scvi-tools cannot sort the
+    extended mix of types. The order, and so every batch code, is unchanged.
+    """
+    state = registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
+    mapping = state["categorical_mapping"]
+    if all(isinstance(category, str) for category in mapping):
+        return registry
+    registry = copy.deepcopy(registry)
+    state = registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]
+    state["categorical_mapping"] = np.asarray(
+        [str(category) for category in mapping], dtype=object
+    )
+    return registry
 
 
 def _check_same_features(names: pd.Index, features: pd.Index, advice: str | None = None) -> None:

@@ -354,7 +354,7 @@ def _count_blocks(adata: AnnData, layer: str | None) -> Iterator[sparse.csr_matr
         block = (
             sparse.csr_matrix(block, dtype=np.float32) if sparse.issparse(block) else as_csr(block)
         )
-        check_counts(block, "adata")
+        check_counts(block, "adata", warn_fractional=start == 0)  # one warning, not one a block
         yield block
         del block  # before reading the next one
 

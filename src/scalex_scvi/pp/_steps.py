@@ -13,6 +13,7 @@ RECIPE_KEY = "scalex_preprocess"
 # ERCC spike-ins are named "ERCC-000nn"; the original's bare "ERCC" also dropped the human genes
 # ERCC1 ... ERCC8 (DNA repair).
 EXCLUDED_PREFIXES = ("ERCC-", "MT-", "mt-")
+_FRACTION_CHECK_VALUES = 100_000  # stored values read for the non-integer (not counts) check
 
 
 def as_csr(matrix) -> sparse.csr_matrix:
@@ -22,12 +23,33 @@ def as_csr(matrix) -> sparse.csr_matrix:
     return sparse.csr_matrix(np.asarray(matrix, dtype=np.float32))
 
 
-def check_counts(matrix: sparse.csr_matrix, what: str) -> None:
-    """Raise on negative values, which no count matrix holds."""
-    if matrix.nnz and matrix.data.min() < 0:
+def check_counts(matrix: sparse.csr_matrix, what: str, warn_fractional: bool = True) -> None:
+    """Raise on negative values, which no count matrix holds; warn on non-integer values.
+
+    Non-integer values are most often data normalised or log-transformed already, which the
+    recipe would transform a second time; they are not an error, because estimated counts
+    (e.g. after ambient-RNA correction) are not integers either. The check reads the first
+    ``_FRACTION_CHECK_VALUES`` stored values, so that it costs little on large data.
+    """
+    if not matrix.nnz:
+        return
+    if matrix.data.min() < 0:
         raise ValueError(
             f"{what} holds negative values; preprocessing expects raw counts (pass layer= if the "
             "counts are in a layer)."
+        )
+    if not warn_fractional:
+        return
+    values = matrix.data[:_FRACTION_CHECK_VALUES]
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        warnings.warn(
+            f"{what} holds non-integer values (e.g. {fractional[0]:.4g}), so it may not hold raw "
+            "counts: preprocessing normalises and log-transforms them as counts. Pass layer= if "
+            "the counts are in a layer (e.g. layer='counts'); estimated counts can be used as "
+            "they are.",
+            UserWarning,
+            stacklevel=3,
         )
 
 
