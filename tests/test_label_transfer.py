@@ -63,6 +63,8 @@ def test_missing_labels_are_ignored_and_errors():
         sx.tl.KNNLabelTransfer().predict(emb)
     with pytest.raises(ValueError):
         sx.tl.KNNLabelTransfer(uncertainty_threshold=2)
+    with pytest.raises(ValueError, match=r"shape \(5, 1\), the reference's 2 dimensions"):
+        clf.predict(emb[:5, :1])
 
 
 def _two_batches(seed=0, n=200, shift=1.0):

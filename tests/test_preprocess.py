@@ -207,6 +207,10 @@ def test_prepare_query_keeps_every_cell_and_copies_batch(reference, query_raw):
     assert out.n_obs == q.n_obs
     assert (out.obs["batch"] == q.obs["sample"]).all()
     assert "batch" not in q.obs
+    q.obs["sample"] = q.obs["sample"].astype(object)
+    q.obs.iloc[:2, q.obs.columns.get_loc("sample")] = np.nan
+    with pytest.raises(ValueError, match="2 cells have no batch"):
+        sx.pp.prepare_query(q, reference.uns[sx.pp.RECIPE_KEY], batch_key="sample")
 
 
 @pytest.mark.parametrize("dense", [False, True])

@@ -238,8 +238,7 @@ def prepare_query(
     -------
     A new AnnData with the recipe's features.
     """
-    if batch_key is not None and batch_key not in adata.obs:
-        raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs.")
+    check_batch_labels(adata.obs, batch_key)
     profile = str(recipe["profile"])
     features = pd.Index(np.asarray(recipe["features"]).astype(str))
     names = pd.Index(adata.var_names.astype(str))

@@ -259,6 +259,12 @@ class KNNLabelTransfer:
         if not hasattr(self, "index_"):
             raise RuntimeError("Call fit() before predict().")
         embedding = np.asarray(embedding, dtype=np.float32)
+        width = self.index_.n_features_in_
+        if embedding.ndim != 2 or embedding.shape[1] != width:
+            raise ValueError(
+                f"The query embedding has shape {embedding.shape}, the reference's {width} "
+                "dimensions; embed both with the same model."
+            )
         distances, neighbours = self.index_.kneighbors(embedding)
         weights = 1.0 / (distances + 1e-8)
         weights /= weights.sum(axis=1, keepdims=True)
