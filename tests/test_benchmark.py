@@ -52,7 +52,7 @@ def test_run_benchmark_scores_every_method(reference, tmp_path, monkeypatch):
     assert reference.obs.equals(before.obs) and set(reference.obsm) == set(before.obsm)
 
 
-def test_given_embedding_of_wrong_length_fails_before_any_training(reference, monkeypatch):
+def test_bad_input_fails_before_any_training(reference, monkeypatch):
     from scalex_scvi.benchmark import _methods
 
     def never(*args, **kwargs):
@@ -63,6 +63,11 @@ def test_given_embedding_of_wrong_length_fails_before_any_training(reference, mo
         sx.benchmark.run_benchmark(
             reference, methods=["SCALEX"], prepared=True, embeddings={"x": np.zeros((3, 2))}
         )
+    unlabelled = reference.copy()
+    unlabelled.obs["cell_type"] = unlabelled.obs["cell_type"].astype(object)
+    unlabelled.obs.iloc[:2, unlabelled.obs.columns.get_loc("cell_type")] = None
+    with pytest.raises(ValueError, match=r"2 cells have no value in adata.obs\['cell_type'\]"):
+        sx.benchmark.run_benchmark(unlabelled, methods=["SCALEX"], prepared=True)
 
 
 def test_run_benchmark_rejects_unknown_methods(reference):

@@ -79,6 +79,13 @@ def test_anndata_input_and_errors():
         sx.metrics.over_correction_score(adata.obsm["X_scalex"], ["x"] * 3)
     one_batch = sx.metrics.batch_entropy_mixing_score(adata.obsm["X_scalex"], ["A"] * 100)
     assert np.isnan(one_batch)
+    unlabelled = adata.copy()
+    unlabelled.obs["ct"] = unlabelled.obs["ct"].astype(object)
+    unlabelled.obs.iloc[:4, unlabelled.obs.columns.get_loc("ct")] = None
+    with pytest.raises(ValueError, match="labels has 4 missing values"):
+        sx.metrics.over_correction_score(unlabelled, "ct")  # not scored as a type "None"
+    with pytest.raises(ValueError, match="batches has 1 missing values"):
+        sx.metrics.batch_entropy_mixing_score(adata, [np.nan] + ["A", "B"] * 49 + ["A"])
 
 
 def test_clustering_and_lisi_on_separated_types():

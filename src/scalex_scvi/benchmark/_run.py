@@ -101,6 +101,12 @@ def run_benchmark(
     for key in (batch_key, label_key):
         if key not in adata.obs:
             raise KeyError(f"{key!r} is not a column of adata.obs.")
+        missing = int(adata.obs[key].isna().sum())
+        if missing:  # checked before any training: the scores need a value for every cell
+            raise ValueError(
+                f"{missing} cells have no value in adata.obs[{key!r}]; benchmark the cells "
+                f"that have one (adata[adata.obs[{key!r}].notna()])."
+            )
     data = (
         adata if prepared else preprocess(adata, batch_key=batch_key, **(preprocess_kwargs or {}))
     )

@@ -22,10 +22,17 @@ def _embedding(data: np.ndarray | AnnData, use_rep: str | None) -> np.ndarray:
 
 
 def _annotation(data: np.ndarray | AnnData, values: ArrayOrKey, name: str) -> np.ndarray:
+    """One string per cell; missing values are an error (they would count as a category)."""
     if isinstance(values, str):
         if not isinstance(data, AnnData):
             raise TypeError(f"{name} given as a column name needs an AnnData.")
-        return data.obs[values].astype(str).to_numpy()
+        values = data.obs[values]
+    missing = int(pd.isna(pd.Series(np.asarray(values, dtype=object))).sum())
+    if missing:
+        raise ValueError(
+            f"{name} has {missing} missing values; score the cells that have one "
+            "(e.g. adata[adata.obs[key].notna()])."
+        )
     out = np.asarray(values).astype(str)
     if len(out) != (data.n_obs if isinstance(data, AnnData) else len(data)):
         raise ValueError(f"{name} has {len(out)} values, not one per cell.")
