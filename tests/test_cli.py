@@ -96,6 +96,23 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"scalex-scvi {sx.__version__}"
 
 
+def test_input_errors_are_messages_not_tracebacks(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SCALEX_SCVI_TRACEBACK", raising=False)
+    missing = tmp_path / "missing.h5ad"
+    with pytest.raises(SystemExit) as exit_:
+        main(["integrate", "-d", str(missing), "-o", str(tmp_path / "out")])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"scalex-scvi integrate: error: {missing} does not exist."
+    with pytest.raises(SystemExit) as exit_:
+        main(["map", "--atlas", str(tmp_path), "-d", str(missing)])
+    assert exit_.value.code == 1
+    assert "no atlas.json (write one with Atlas.save)" in capsys.readouterr().err
+    monkeypatch.setenv("SCALEX_SCVI_TRACEBACK", "1")  # the traceback, on request
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main(["integrate", "-d", str(missing), "-o", str(tmp_path / "out")])
+
+
 def test_integrate_writes_everything(integrated):
     adata = ad.read_h5ad(integrated / "adata.h5ad")
     assert adata.n_obs == 910 and "latent" in adata.obsm and "X_scalex_umap" in adata.obsm
@@ -147,7 +164,7 @@ def _map_cli(atlas_dir, data, outdir, *extra):
     return ad.read_h5ad(outdir / "mapped.h5ad")
 
 
-def test_map_onto_an_atlas_and_extend(integrated, files, tmp_path):
+def test_map_onto_an_atlas_and_extend(integrated, files, tmp_path, capsys):
     model = sx.SCALEX.load(integrated / "model")
     reference = ad.read_h5ad(integrated / "adata.h5ad")
     atlas = sx.Atlas.build(
@@ -161,8 +178,11 @@ def test_map_onto_an_atlas_and_extend(integrated, files, tmp_path):
     assert (tmp_path / "mapped" / "projection.png").exists()
     assert sx.Atlas.load(tmp_path / "atlas").n_obs == 910 + 290
     assert mapped.raw is None
-    with pytest.raises(ValueError, match="index_unique"):  # the same cells a second time
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # the same cells a second time
         _map_cli(tmp_path / "atlas", files["3pv1"], tmp_path / "again", "--extend")
+    assert exit_.value.code == 1
+    assert "scalex-scvi map: error: 290 of the 290 mapped cells" in capsys.readouterr().err
     assert sx.Atlas.load(tmp_path / "atlas").n_obs == 910 + 290
     _map_cli(
         tmp_path / "atlas", files["3pv1"], tmp_path / "again", "--extend", "--index_unique", "-"

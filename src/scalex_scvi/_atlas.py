@@ -417,6 +417,10 @@ class Atlas:
         import joblib
 
         dir_path = Path(dir_path)
+        if not (dir_path / "atlas.json").is_file():
+            raise FileNotFoundError(
+                f"No atlas in {dir_path}: it has no atlas.json (write one with Atlas.save)."
+            )
         settings = json.loads((dir_path / "atlas.json").read_text())
         model = SCALEX.load(dir_path / "model", accelerator=accelerator, device=device)
         cells = ad.read_h5ad(dir_path / "cells.h5ad")

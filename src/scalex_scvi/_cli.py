@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -343,10 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors of the user's input (a missing file, a bad column, data that do not fit the model):
+# their message says what to do, so the command prints it, not a traceback. Other errors keep
+# their traceback; SCALEX_SCVI_TRACEBACK=1 shows it for these too.
+INPUT_ERRORS = (OSError, KeyError, ValueError)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scalex-scvi`` console script."""
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except INPUT_ERRORS as error:
+        if os.environ.get("SCALEX_SCVI_TRACEBACK"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        parser.exit(1, f"scalex-scvi {args.command}: error: {message}\n")
 
 
 if __name__ == "__main__":
