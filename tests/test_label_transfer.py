@@ -41,6 +41,29 @@ def test_knn_transfer_recovers_clusters_and_calls_far_cells_unknown():
     assert list(query.obs.columns) == list(before.obs.columns)  # query not modified
 
 
+def test_cosine_metric_ignores_the_distance_from_the_origin():
+    rng = np.random.default_rng(0)
+    directions = {"A": [1.0, 0.0, 0.0], "B": [0.0, 1.0, 0.0], "C": [0.0, 0.0, 1.0]}
+    emb, labels = [], []
+    for label, direction in directions.items():  # each type a ray: one direction, any length
+        lengths = rng.uniform(1.0, 2.0, size=(60, 1))
+        emb.append(lengths * np.asarray(direction) + rng.normal(0, 0.02, size=(60, 3)))
+        labels += [label] * 60
+    emb, labels = np.vstack(emb).astype(np.float32), np.array(labels)
+    query = np.array([[0.1, 0.1, 8.0], [8.0, 0.1, 0.0], [0.0, 0.5, 0.0]], dtype=np.float32)
+    cosine = sx.tl.KNNLabelTransfer(metric="cosine").fit(emb, labels).predict(query)
+    assert list(cosine["label"]) == ["C", "A", "B"]
+    rescaled = sx.tl.KNNLabelTransfer(metric="cosine").fit(emb, labels).predict(query * 0.3)
+    pd.testing.assert_frame_equal(rescaled, cosine, rtol=1e-5, atol=1e-6)
+    euclidean = sx.tl.KNNLabelTransfer().fit(emb, labels).predict(query)
+    assert list(euclidean["label"][:2]) == ["Unknown", "Unknown"]  # far out along the rays
+    original = emb.copy()
+    sx.tl.KNNLabelTransfer(metric="cosine").fit(emb, labels).predict(query)
+    np.testing.assert_array_equal(emb, original)  # the caller's arrays are not scaled
+    with pytest.raises(ValueError, match="metric"):
+        sx.tl.KNNLabelTransfer(metric="manhattan")
+
+
 def test_uncertainty_threshold_calls_mixed_neighbourhoods_unknown():
     emb = np.array([[0, 0], [0, 0.1], [0.1, 0], [0.1, 0.1]], dtype=np.float32)
     clf = sx.tl.KNNLabelTransfer(n_neighbors=4, uncertainty_threshold=0.3, distance_quantile=None)

@@ -389,6 +389,7 @@ class Atlas:
                 "per_label_cutoff": self.classifier.per_label_cutoff,
                 "min_label_cells": self.classifier.min_label_cells,
                 "unknown_label": self.classifier.unknown_label,
+                "metric": self.classifier.metric,
                 "distance_cutoff": self.classifier.distance_cutoff_,
                 "label_cutoffs": self.classifier.label_cutoffs_.to_dict(),
             },

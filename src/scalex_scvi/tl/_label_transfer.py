@@ -67,6 +67,12 @@ class KNNLabelTransfer:
         keep the common cutoff.
     unknown_label
         Label of cells that are not assigned.
+    metric
+        ``"euclidean"`` (default) or ``"cosine"``: every embedding (reference and query) is
+        first scaled to unit length, so that neighbours are those of the smallest angle and
+        distances are chord lengths, ``sqrt(2 (1 - cos))`` (the KD-tree and the distance
+        cutoff work as for ``"euclidean"``). A cell's distance from the origin then plays no
+        part.
 
     Notes
     -----
@@ -100,7 +106,10 @@ class KNNLabelTransfer:
         per_label_cutoff: bool = False,
         min_label_cells: int = 20,
         unknown_label: str = UNKNOWN,
+        metric: Literal["euclidean", "cosine"] = "euclidean",
     ):
+        if metric not in ("euclidean", "cosine"):
+            raise ValueError(f"metric must be 'euclidean' or 'cosine', not {metric!r}.")
         if calibration not in ("reference", "other_batches"):
             raise ValueError(
                 f"calibration must be 'reference' or 'other_batches', not {calibration!r}."
@@ -118,6 +127,15 @@ class KNNLabelTransfer:
         self.per_label_cutoff = per_label_cutoff
         self.min_label_cells = min_label_cells
         self.unknown_label = unknown_label
+        self.metric = metric
+
+    def _prepared(self, embedding: np.ndarray) -> np.ndarray:
+        """``embedding`` as float32, rows scaled to unit length for ``metric="cosine"``."""
+        embedding = np.array(embedding, dtype=np.float32)  # a copy: scaled in place below
+        if self.metric == "cosine" and embedding.ndim == 2:
+            norms = np.linalg.norm(embedding, axis=1, keepdims=True)
+            np.divide(embedding, norms, out=embedding, where=norms > 0)
+        return embedding
 
     def fit(
         self,
@@ -159,7 +177,7 @@ class KNNLabelTransfer:
         keep = labels.notna().to_numpy()
         if not keep.any():
             raise ValueError("The reference has no labelled cell.")
-        embedding = np.asarray(embedding, dtype=np.float32)[keep]
+        embedding = self._prepared(embedding)[keep]
         self.categories_, self.codes_ = np.unique(labels[keep].astype(str), return_inverse=True)
         self.n_neighbors_ = min(self.n_neighbors, len(self.codes_))
         self.index_ = NearestNeighbors(n_neighbors=self.n_neighbors_).fit(embedding)
@@ -258,7 +276,7 @@ class KNNLabelTransfer:
         """
         if not hasattr(self, "index_"):
             raise RuntimeError("Call fit() before predict().")
-        embedding = np.asarray(embedding, dtype=np.float32)
+        embedding = self._prepared(embedding)
         width = self.index_.n_features_in_
         if embedding.ndim != 2 or embedding.shape[1] != width:
             raise ValueError(
@@ -302,6 +320,7 @@ def transfer_labels(
     batch_key: str | None = None,
     per_label_cutoff: bool = False,
     unknown_label: str = UNKNOWN,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
 ) -> pd.DataFrame:
     """Transfer reference labels to query cells by distance-weighted kNN.
 
@@ -333,6 +352,8 @@ def transfer_labels(
         One distance cutoff per reference label (see :class:`KNNLabelTransfer`).
     unknown_label
         Label given to cells that are not assigned.
+    metric
+        ``"euclidean"`` or ``"cosine"`` (see :class:`KNNLabelTransfer`).
 
     Returns
     -------
@@ -353,6 +374,7 @@ def transfer_labels(
         calibration=calibration,
         per_label_cutoff=per_label_cutoff,
         unknown_label=unknown_label,
+        metric=metric,
     ).fit(
         reference.obsm[use_rep],
         reference.obs[label_key],

@@ -1,0 +1,108 @@
+"""Euclidean or cosine neighbours for label transfer? The projection splits, over seeds.
+
+``KNNLabelTransfer`` finds neighbours by Euclidean distance. SCALEX has no library-size factor:
+its encoder reads normalised, log-transformed, MaxAbs-scaled values, so a query chemistry with
+other depths (fewer detected genes) may move cells along a ray from the origin rather than to
+another direction. ``metric="cosine"`` ignores the distance from the origin. This script trains
+the jobs of ``label_rules.py`` (SCALEX with the package defaults, running and balanced encoder
+statistics; scArches with ``projection.py``'s settings) into its own cache and scores each with
+both metrics, the other settings at their defaults (the Unknown rule's distance cutoff is
+recomputed in each metric). Every method gets the same metric, so the comparison with scArches
+stays fair. The reading rule is in ``results/label_metric_notes.md``, written before the runs.
+
+Reported: means over splits and seeds per method and metric; cosine's macro-F1 against
+Euclidean's, paired by split and seed, with its 95% interval; per-split means; and on how many
+splits SCALEX's mean is at least scArches' with each metric. Writes
+benchmarks/results/label_metric.{md,csv}.
+
+    python benchmarks/label_metric.py --seeds 0 1 [--report]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from _common import notes_and_provenance
+from label_rules import (
+    RESULTS,
+    add_cache_arguments,
+    against_scarches,
+    paired_differences,
+    scored,
+    splits_and_seeds,
+    train,
+)
+from label_rules import score as score_rules
+
+METRICS = ("euclidean", "cosine")
+DEFAULT = "euclidean"
+CACHE = RESULTS.parent / ".cache" / "label_metric"
+
+
+def score(path: Path) -> list[dict]:
+    """Label scores of every cached method with each metric."""
+    return score_rules(path, {m: {"metric": m} for m in METRICS}, "metric")
+
+
+def write_report(table: pd.DataFrame, out: Path) -> None:
+    table.to_csv(out / "label_metric.csv", index=False)
+    columns = ["macro_f1", "accuracy", "unknown_rate_known", "unknown_rate_novel"]
+    overall = table.groupby(["method", "metric"], sort=False)[columns].mean().round(4)
+    per_split = table.pivot_table(
+        index=["split", "method"], columns="metric", values="macro_f1", sort=False
+    ).round(4)
+    splits, seeds = splits_and_seeds(table)
+    with open(out / "label_metric.md", "w") as fh:
+        fh.write("# Euclidean or cosine neighbours for label transfer\n\n")
+        fh.write(
+            f"Splits: {splits}; seeds {seeds}. SCALEX (package defaults, running and balanced "
+            "encoder statistics) and scArches (`projection.py`'s settings), trained once per "
+            "split and seed as in `label_rules.py`; labels transferred with each metric "
+            "(`KNNLabelTransfer(metric=...)`), the other settings at the package defaults "
+            "(15 neighbours, uncertainty 0.7, distance quantile 0.99 of the reference's own "
+            "mean distances in that metric). macro-F1 and accuracy over query cells of known "
+            "types ('Unknown' counts as wrong); unknown_rate_known / _novel: query cells of "
+            "types the reference has / lacks called 'Unknown' (novel types: lung 5-line → "
+            "3-line only).\n\n"
+        )
+        fh.write("## Mean over splits and seeds\n\n")
+        fh.write(overall.reset_index().to_markdown(index=False) + "\n\n")
+        fh.write("## Cosine's macro-F1 against Euclidean's, paired by split and seed\n\n")
+        differences = paired_differences(
+            table, "metric", DEFAULT, "macro_f1_minus_euclidean", identical=False
+        )
+        fh.write(differences.to_markdown(index=False) + "\n\n")
+        fh.write("## Splits where SCALEX's mean macro-F1 is at least scArches' (same metric)\n\n")
+        fh.write(against_scarches(table, "metric").to_markdown(index=False) + "\n\n")
+        fh.write("## macro-F1 per split (mean over seeds)\n\n")
+        fh.write(per_split.reset_index().to_markdown(index=False) + "\n\n")
+        fh.write(notes_and_provenance(out, "label_metric"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_cache_arguments(parser)
+    parser.set_defaults(cache=CACHE)
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    if not args.report:
+        for seed, split in itertools.product(args.seeds, args.splits):
+            path = args.cache / f"{split}__seed{seed}.npz"
+            if not path.exists():
+                start = time.perf_counter()
+                train(split, seed, path, {})
+                print(f"{split} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+    table = scored(args.cache, args.rescore, score, ".metric.csv")
+    write_report(table, args.out)
+    print(table.groupby(["method", "metric"], sort=False)["macro_f1"].mean().to_string())
+
+
+if __name__ == "__main__":
+    main()
