@@ -237,3 +237,21 @@ def test_projection_plot(atlas, query_raw, tmp_path):
     ax = atlas.plot_projection(mapped, title="query")
     ax.figure.savefig(tmp_path / "projection.png")
     assert (tmp_path / "projection.png").stat().st_size > 1000
+
+
+def test_cosine_metric_is_kept_on_save_load(trained, reference, query_raw, tmp_path):
+    atlas = sx.Atlas.build(
+        trained,
+        reference,
+        label_key="cell_type",
+        transfer_kwargs={"metric": "cosine"},
+        umap_kwargs={"n_epochs": 20},
+    )
+    assert atlas.classifier.metric == "cosine"
+    atlas.save(tmp_path / "atlas")
+    loaded = sx.Atlas.load(tmp_path / "atlas", accelerator="cpu")
+    assert loaded.classifier.metric == "cosine"
+    assert loaded.classifier.distance_cutoff_ == atlas.classifier.distance_cutoff_
+    first, second = (_map_quietly(each, query_raw[:80].copy()) for each in (atlas, loaded))
+    pd.testing.assert_frame_equal(second.obs, first.obs)
+    assert atlas.classifier.distance_cutoff_ < 1.0  # chord lengths of unit vectors
