@@ -28,16 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import notes_and_provenance
-from label_rules import (
-    RESULTS,
-    add_cache_arguments,
-    against_scarches,
-    paired_differences,
-    scored,
-    splits_and_seeds,
-    train,
-)
+from label_rules import RESULTS, add_cache_arguments, scored, train, write_sweep_report
 from label_rules import score as score_rules
 
 METRICS = ("euclidean", "cosine")
@@ -51,38 +42,21 @@ def score(path: Path) -> list[dict]:
 
 
 def write_report(table: pd.DataFrame, out: Path) -> None:
-    table.to_csv(out / "label_metric.csv", index=False)
-    columns = ["macro_f1", "accuracy", "unknown_rate_known", "unknown_rate_novel"]
-    overall = table.groupby(["method", "metric"], sort=False)[columns].mean().round(4)
-    per_split = table.pivot_table(
-        index=["split", "method"], columns="metric", values="macro_f1", sort=False
-    ).round(4)
-    splits, seeds = splits_and_seeds(table)
-    with open(out / "label_metric.md", "w") as fh:
-        fh.write("# Euclidean or cosine neighbours for label transfer\n\n")
-        fh.write(
-            f"Splits: {splits}; seeds {seeds}. SCALEX (package defaults, running and balanced "
-            "encoder statistics) and scArches (`projection.py`'s settings), trained once per "
-            "split and seed as in `label_rules.py`; labels transferred with each metric "
-            "(`KNNLabelTransfer(metric=...)`), the other settings at the package defaults "
-            "(15 neighbours, uncertainty 0.7, distance quantile 0.99 of the reference's own "
-            "mean distances in that metric). macro-F1 and accuracy over query cells of known "
-            "types ('Unknown' counts as wrong); unknown_rate_known / _novel: query cells of "
-            "types the reference has / lacks called 'Unknown' (novel types: lung 5-line → "
-            "3-line only).\n\n"
-        )
-        fh.write("## Mean over splits and seeds\n\n")
-        fh.write(overall.reset_index().to_markdown(index=False) + "\n\n")
-        fh.write("## Cosine's macro-F1 against Euclidean's, paired by split and seed\n\n")
-        differences = paired_differences(
-            table, "metric", DEFAULT, "macro_f1_minus_euclidean", identical=False
-        )
-        fh.write(differences.to_markdown(index=False) + "\n\n")
-        fh.write("## Splits where SCALEX's mean macro-F1 is at least scArches' (same metric)\n\n")
-        fh.write(against_scarches(table, "metric").to_markdown(index=False) + "\n\n")
-        fh.write("## macro-F1 per split (mean over seeds)\n\n")
-        fh.write(per_split.reset_index().to_markdown(index=False) + "\n\n")
-        fh.write(notes_and_provenance(out, "label_metric"))
+    texts = {
+        "title": "Euclidean or cosine neighbours for label transfer",
+        "intro": "SCALEX (package defaults, running and balanced encoder statistics) and "
+        "scArches (`projection.py`'s settings), trained once per split and seed as in "
+        "`label_rules.py`; labels transferred with each metric "
+        "(`KNNLabelTransfer(metric=...)`), the other settings at the package defaults "
+        "(15 neighbours, uncertainty 0.7, distance quantile 0.99 of the reference's own mean "
+        "distances in that metric). macro-F1 and accuracy over query cells of known types "
+        "('Unknown' counts as wrong); unknown_rate_known / _novel: query cells of types the "
+        "reference has / lacks called 'Unknown' (novel types: lung 5-line → 3-line only).",
+        "differences": "Cosine's macro-F1 against Euclidean's, paired by split and seed",
+        "against": "Splits where SCALEX's mean macro-F1 is at least scArches' (same metric)",
+        "difference_column": "macro_f1_minus_euclidean",
+    }
+    write_sweep_report(table, out, "label_metric", "metric", DEFAULT, texts)
 
 
 def main() -> None:

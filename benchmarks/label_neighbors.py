@@ -26,15 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _common import notes_and_provenance
-from label_rules import (
-    add_cache_arguments,
-    against_scarches,
-    paired_differences,
-    scored,
-    splits_and_seeds,
-    train,
-)
+from label_rules import add_cache_arguments, scored, train, write_sweep_report
 from label_rules import score as score_rules
 
 NEIGHBORS = (5, 10, 15, 30, 50)
@@ -48,37 +40,20 @@ def score(path: Path) -> list[dict]:
 
 
 def write_report(table: pd.DataFrame, out: Path) -> None:
-    table.to_csv(out / "label_neighbors.csv", index=False)
-    columns = ["macro_f1", "accuracy", "unknown_rate_known", "unknown_rate_novel"]
-    overall = table.groupby(["method", "n_neighbors"], sort=False)[columns].mean().round(4)
-    per_split = table.pivot_table(
-        index=["split", "method"], columns="n_neighbors", values="macro_f1", sort=False
-    ).round(4)
-    splits, seeds = splits_and_seeds(table)
-    with open(out / "label_neighbors.md", "w") as fh:
-        fh.write("# Neighbours of the label transfer on the projection splits\n\n")
-        fh.write(
-            f"Splits: {splits}; seeds {seeds}. The embeddings of `label_rules.py` (SCALEX with "
-            "the package defaults, running and balanced encoder statistics; scArches with "
-            "`projection.py`'s settings), labels transferred with each neighbour count and the "
-            "other settings at the package defaults (uncertainty 0.7, distance quantile 0.99 of "
-            "the reference's own mean distances at that count). macro-F1 and accuracy over "
-            "query cells of known types ('Unknown' counts as wrong); unknown_rate_known / "
-            "_novel: query cells of types the reference has / lacks called 'Unknown' (novel "
-            "types: lung 5-line → 3-line only).\n\n"
-        )
-        fh.write("## Mean over splits and seeds\n\n")
-        fh.write(overall.reset_index().to_markdown(index=False) + "\n\n")
-        fh.write("## macro-F1 against 15 neighbours (the default), paired by split and seed\n\n")
-        differences = paired_differences(
-            table, "n_neighbors", DEFAULT, "macro_f1_minus_15", identical=False
-        )
-        fh.write(differences.to_markdown(index=False) + "\n\n")
-        fh.write("## Splits where SCALEX's mean macro-F1 is at least scArches' (same count)\n\n")
-        fh.write(against_scarches(table, "n_neighbors").to_markdown(index=False) + "\n\n")
-        fh.write("## macro-F1 per split (mean over seeds)\n\n")
-        fh.write(per_split.reset_index().to_markdown(index=False) + "\n\n")
-        fh.write(notes_and_provenance(out, "label_neighbors"))
+    texts = {
+        "title": "Neighbours of the label transfer on the projection splits",
+        "intro": "The embeddings of `label_rules.py` (SCALEX with the package defaults, running "
+        "and balanced encoder statistics; scArches with `projection.py`'s settings), labels "
+        "transferred with each neighbour count and the other settings at the package defaults "
+        "(uncertainty 0.7, distance quantile 0.99 of the reference's own mean distances at that "
+        "count). macro-F1 and accuracy over query cells of known types ('Unknown' counts as "
+        "wrong); unknown_rate_known / _novel: query cells of types the reference has / lacks "
+        "called 'Unknown' (novel types: lung 5-line → 3-line only).",
+        "differences": "macro-F1 against 15 neighbours (the default), paired by split and seed",
+        "against": "Splits where SCALEX's mean macro-F1 is at least scArches' (same count)",
+        "difference_column": "macro_f1_minus_15",
+    }
+    write_sweep_report(table, out, "label_neighbors", "n_neighbors", DEFAULT, texts)
 
 
 def main() -> None:

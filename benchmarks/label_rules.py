@@ -199,6 +199,44 @@ def against_scarches(table: pd.DataFrame, by: str = "rule") -> pd.DataFrame:
     return found.rename_axis(by).reset_index()
 
 
+def write_sweep_report(
+    table: pd.DataFrame,
+    out: Path,
+    stem: str,
+    by: str,
+    default,
+    texts: dict[str, str],
+) -> None:
+    """Report of one ``KNNLabelTransfer`` setting swept over the cached jobs (column ``by``,
+    ``default`` its package default): ``<stem>.csv`` and ``<stem>.md`` with the means over splits
+    and seeds, each value's macro-F1 against the default's paired by split and seed, the count
+    of splits where SCALEX is at least scArches, and per-split means. ``texts``: the report's
+    ``title``, ``intro`` (after the splits and seeds), ``differences`` and ``against`` headings
+    and the ``difference_column`` name."""
+    table.to_csv(out / f"{stem}.csv", index=False)
+    columns = ["macro_f1", "accuracy", "unknown_rate_known", "unknown_rate_novel"]
+    overall = table.groupby(["method", by], sort=False)[columns].mean().round(4)
+    per_split = table.pivot_table(
+        index=["split", "method"], columns=by, values="macro_f1", sort=False
+    ).round(4)
+    splits, seeds = splits_and_seeds(table)
+    differences = paired_differences(
+        table, by, default, texts["difference_column"], identical=False
+    )
+    with open(out / f"{stem}.md", "w") as fh:
+        fh.write(f"# {texts['title']}\n\n")
+        fh.write(f"Splits: {splits}; seeds {seeds}. {texts['intro']}\n\n")
+        fh.write("## Mean over splits and seeds\n\n")
+        fh.write(overall.reset_index().to_markdown(index=False) + "\n\n")
+        fh.write(f"## {texts['differences']}\n\n")
+        fh.write(differences.to_markdown(index=False) + "\n\n")
+        fh.write(f"## {texts['against']}\n\n")
+        fh.write(against_scarches(table, by).to_markdown(index=False) + "\n\n")
+        fh.write("## macro-F1 per split (mean over seeds)\n\n")
+        fh.write(per_split.reset_index().to_markdown(index=False) + "\n\n")
+        fh.write(notes_and_provenance(out, stem))
+
+
 def splits_and_seeds(table: pd.DataFrame) -> tuple[str, str]:
     """The splits (in table order) and the seeds of a scored table, for a report's header."""
     splits = ", ".join(dict.fromkeys(table["split"]))
