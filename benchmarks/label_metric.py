@@ -21,14 +21,11 @@ benchmarks/results/label_metric.{md,csv}.
 from __future__ import annotations
 
 import argparse
-import itertools
-import logging
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from label_rules import RESULTS, add_cache_arguments, scored, train, write_sweep_report
+from label_rules import RESULTS, add_cache_arguments, sweep_table, write_sweep_report
 from label_rules import score as score_rules
 
 METRICS = ("euclidean", "cosine")
@@ -49,9 +46,7 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
         "`label_rules.py`; labels transferred with each metric "
         "(`KNNLabelTransfer(metric=...)`), the other settings at the package defaults "
         "(15 neighbours, uncertainty 0.7, distance quantile 0.99 of the reference's own mean "
-        "distances in that metric). macro-F1 and accuracy over query cells of known types "
-        "('Unknown' counts as wrong); unknown_rate_known / _novel: query cells of types the "
-        "reference has / lacks called 'Unknown' (novel types: lung 5-line → 3-line only).",
+        "distances in that metric).",
         "differences": "Cosine's macro-F1 against Euclidean's, paired by split and seed",
         "against": "Splits where SCALEX's mean macro-F1 is at least scArches' (same metric)",
         "difference_column": "macro_f1_minus_euclidean",
@@ -64,16 +59,7 @@ def main() -> None:
     add_cache_arguments(parser)
     parser.set_defaults(cache=CACHE)
     args = parser.parse_args()
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("scvi").setLevel(logging.WARNING)
-    if not args.report:
-        for seed, split in itertools.product(args.seeds, args.splits):
-            path = args.cache / f"{split}__seed{seed}.npz"
-            if not path.exists():
-                start = time.perf_counter()
-                train(split, seed, path, {})
-                print(f"{split} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
-    table = scored(args.cache, args.rescore, score, ".metric.csv")
+    table = sweep_table(args, score, ".metric.csv")
     write_report(table, args.out)
     print(table.groupby(["method", "metric"], sort=False)["macro_f1"].mean().to_string())
 

@@ -20,13 +20,11 @@ count. Writes benchmarks/results/label_neighbors.{md,csv}.
 from __future__ import annotations
 
 import argparse
-import itertools
-import logging
 from pathlib import Path
 
 import pandas as pd
 
-from label_rules import add_cache_arguments, scored, train, write_sweep_report
+from label_rules import add_cache_arguments, sweep_table, write_sweep_report
 from label_rules import score as score_rules
 
 NEIGHBORS = (5, 10, 15, 30, 50)
@@ -46,9 +44,7 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
         "and balanced encoder statistics; scArches with `projection.py`'s settings), labels "
         "transferred with each neighbour count and the other settings at the package defaults "
         "(uncertainty 0.7, distance quantile 0.99 of the reference's own mean distances at that "
-        "count). macro-F1 and accuracy over query cells of known types ('Unknown' counts as "
-        "wrong); unknown_rate_known / _novel: query cells of types the reference has / lacks "
-        "called 'Unknown' (novel types: lung 5-line → 3-line only).",
+        "count).",
         "differences": "macro-F1 against 15 neighbours (the default), paired by split and seed",
         "against": "Splits where SCALEX's mean macro-F1 is at least scArches' (same count)",
         "difference_column": "macro_f1_minus_15",
@@ -60,15 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_cache_arguments(parser)
     args = parser.parse_args()
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("scvi").setLevel(logging.WARNING)
-    if not args.report:
-        for seed, split in itertools.product(args.seeds, args.splits):
-            path = args.cache / f"{split}__seed{seed}.npz"
-            if not path.exists():
-                train(split, seed, path, {})
-    table = scored(args.cache, args.rescore, score, ".neighbors.csv")
-    write_report(table, args.out)
+    write_report(sweep_table(args, score, ".neighbors.csv"), args.out)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,28 @@ def against_scarches(table: pd.DataFrame, by: str = "rule") -> pd.DataFrame:
     return found.rename_axis(by).reset_index()
 
 
+SCORES_NOTE = (
+    "macro-F1 and accuracy over query cells of known types ('Unknown' counts as wrong); "
+    "unknown_rate_known / _novel: query cells of types the reference has / lacks called "
+    "'Unknown' (novel types: lung 5-line → 3-line only)."
+)
+
+
+def sweep_table(args: argparse.Namespace, score_job, suffix: str) -> pd.DataFrame:
+    """Train the jobs of ``args`` missing from its cache (unless ``--report``), then score every
+    cached job with ``score_job`` (kept beside it as ``*<suffix>``)."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    if not args.report:
+        for seed, split in itertools.product(args.seeds, args.splits):
+            path = args.cache / f"{split}__seed{seed}.npz"
+            if not path.exists():
+                start = time.perf_counter()
+                train(split, seed, path, {})
+                print(f"{split} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+    return scored(args.cache, args.rescore, score_job, suffix)
+
+
 def write_sweep_report(
     table: pd.DataFrame,
     out: Path,
@@ -211,8 +233,8 @@ def write_sweep_report(
     ``default`` its package default): ``<stem>.csv`` and ``<stem>.md`` with the means over splits
     and seeds, each value's macro-F1 against the default's paired by split and seed, the count
     of splits where SCALEX is at least scArches, and per-split means. ``texts``: the report's
-    ``title``, ``intro`` (after the splits and seeds), ``differences`` and ``against`` headings
-    and the ``difference_column`` name."""
+    ``title``, ``intro`` (after the splits and seeds; :data:`SCORES_NOTE` follows), the
+    ``differences`` and ``against`` headings and the ``difference_column`` name."""
     table.to_csv(out / f"{stem}.csv", index=False)
     columns = ["macro_f1", "accuracy", "unknown_rate_known", "unknown_rate_novel"]
     overall = table.groupby(["method", by], sort=False)[columns].mean().round(4)
@@ -225,7 +247,7 @@ def write_sweep_report(
     )
     with open(out / f"{stem}.md", "w") as fh:
         fh.write(f"# {texts['title']}\n\n")
-        fh.write(f"Splits: {splits}; seeds {seeds}. {texts['intro']}\n\n")
+        fh.write(f"Splits: {splits}; seeds {seeds}. {texts['intro']} {SCORES_NOTE}\n\n")
         fh.write("## Mean over splits and seeds\n\n")
         fh.write(overall.reset_index().to_markdown(index=False) + "\n\n")
         fh.write(f"## {texts['differences']}\n\n")
