@@ -131,10 +131,10 @@ class KNNLabelTransfer:
 
     def _prepared(self, embedding: np.ndarray) -> np.ndarray:
         """``embedding`` as float32, rows scaled to unit length for ``metric="cosine"``."""
-        embedding = np.array(embedding, dtype=np.float32)  # a copy: scaled in place below
+        embedding = np.asarray(embedding, dtype=np.float32)
         if self.metric == "cosine" and embedding.ndim == 2:
             norms = np.linalg.norm(embedding, axis=1, keepdims=True)
-            np.divide(embedding, norms, out=embedding, where=norms > 0)
+            embedding = embedding / np.where(norms > 0, norms, 1.0)  # a new array
         return embedding
 
     def fit(
