@@ -27,7 +27,7 @@ def _annotation(data: np.ndarray | AnnData, values: ArrayOrKey, name: str) -> np
         if not isinstance(data, AnnData):
             raise TypeError(f"{name} given as a column name needs an AnnData.")
         values = data.obs[values]
-    missing = int(pd.isna(pd.Series(np.asarray(values, dtype=object))).sum())
+    missing = int(pd.isna(np.asarray(values, dtype=object)).sum())
     if missing:
         raise ValueError(
             f"{name} has {missing} missing values; score the cells that have one "

@@ -30,6 +30,8 @@ def check_counts(matrix: sparse.csr_matrix, what: str, warn_fractional: bool = T
     recipe would transform a second time; they are not an error, because estimated counts
     (e.g. after ambient-RNA correction) are not integers either. The check reads the first
     ``_FRACTION_CHECK_VALUES`` stored values, so that it costs little on large data.
+    (scvi-tools' ``_check_nonnegative_integers`` draws 20 values with numpy's global random
+    state: it would miss normalised values in sparse data and change the caller's random stream.)
     """
     if not matrix.nnz:
         return
