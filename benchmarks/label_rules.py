@@ -228,13 +228,15 @@ def write_sweep_report(
     by: str,
     default,
     texts: dict[str, str],
+    extra: str = "",
 ) -> None:
     """Report of one ``KNNLabelTransfer`` setting swept over the cached jobs (column ``by``,
     ``default`` its package default): ``<stem>.csv`` and ``<stem>.md`` with the means over splits
     and seeds, each value's macro-F1 against the default's paired by split and seed, the count
     of splits where SCALEX is at least scArches, and per-split means. ``texts``: the report's
     ``title``, ``intro`` (after the splits and seeds; :data:`SCORES_NOTE` follows), the
-    ``differences`` and ``against`` headings and the ``difference_column`` name."""
+    ``differences`` and ``against`` headings and the ``difference_column`` name; ``extra``:
+    markdown written before the notes."""
     table.to_csv(out / f"{stem}.csv", index=False)
     columns = ["macro_f1", "accuracy", "unknown_rate_known", "unknown_rate_novel"]
     overall = table.groupby(["method", by], sort=False)[columns].mean().round(4)
@@ -256,6 +258,7 @@ def write_sweep_report(
         fh.write(against_scarches(table, by).to_markdown(index=False) + "\n\n")
         fh.write("## macro-F1 per split (mean over seeds)\n\n")
         fh.write(per_split.reset_index().to_markdown(index=False) + "\n\n")
+        fh.write(extra)
         fh.write(notes_and_provenance(out, stem))
 
 
