@@ -1,0 +1,245 @@
+"""The atlas path of the recommended projection setting: cosine neighbours for both steps.
+
+``label_metric.py`` scored balanced encoder statistics computed from labels transferred with
+Euclidean neighbours, then transferred the final labels with cosine neighbours. An atlas built
+with ``transfer_kwargs={"metric": "cosine"}`` uses its one classifier for both steps:
+``Atlas.map(..., batch_norm="balanced")`` calls ``balanced_latent(model, query,
+atlas.classifier, atlas.reference_statistics)``. This script measures that path on the
+projection splits: per split and seed it trains SCALEX with the code and seed of the cached
+``label_metric.py`` job (``projection.run_scalex``; whether the reference embedding is
+bit-identical to the cached one is reported), builds the atlas's classifier (cosine, with the
+reference batches) and statistics (per label, unit weights) as ``Atlas.build`` does, embeds the
+query with ``balanced_latent`` and transfers labels with the same classifier. UMAP is left out:
+it touches neither the embedding nor the labels. scArches and the second run's arm are read from
+``label_metric.csv`` (the same jobs). The reading rule (rules 7 and 8) is in
+``results/label_metric_notes.md``, written before the run.
+
+Jobs already cached (``benchmarks/.cache/label_atlas/``) are not run again. Writes
+benchmarks/results/label_atlas.{md,csv}.
+
+    python benchmarks/label_atlas.py --seeds 1 2 0 [--report]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import scalex_scvi as sx
+
+from _common import RESULTS, notes_and_provenance
+from label_metric import CACHE as METRIC_CACHE
+from label_metric import MAX_NOVEL_FALL, MAX_UNKNOWN_KNOWN, MIN_SPLITS, READING_SEEDS
+from label_rules import SCARCHES, paired_differences, splits_and_seeds
+from projection import LABEL, SPLITS, prepared_split, run_scalex
+
+CACHE = RESULTS.parent / ".cache" / "label_atlas"
+ATLAS = "SCALEX (atlas: balanced, cosine)"
+SECOND_RUN = "SCALEX (balanced)"  # label_metric.py: Euclidean balancing, then the given metric
+METRIC = "cosine"
+JOB_COLUMNS = ["reference_max_abs_difference", "train_s", "job_s"]
+
+
+def run_job(split_name: str, seed: int, path: Path, iterations: int | None = None) -> None:
+    """Train SCALEX on a split with a seed, embed its query as a cosine atlas with balanced
+    statistics does, and cache the embeddings and labels in ``path``."""
+    start = time.perf_counter()
+    reference, query_raw = prepared_split(SPLITS[split_name])
+    model, query, results = run_scalex(
+        reference, query_raw, iterations, seed, arms={"running": "running"}
+    )
+    ref_latent = results["running"]["ref_latent"]
+    labels = np.asarray(reference.obs[LABEL], dtype=str)
+    batches = np.asarray(reference.obs["batch"], dtype=str)
+    classifier = sx.tl.KNNLabelTransfer(metric=METRIC).fit(ref_latent, labels, batches=batches)
+    statistics = model.get_hidden_statistics(
+        reference, groups=labels, cell_weights=np.ones(reference.n_obs)
+    )
+    query_latent, _ = sx.tl.balanced_latent(model, query, classifier, statistics)
+    cached = METRIC_CACHE / path.name
+    difference = np.nan
+    if cached.exists():
+        with np.load(cached) as data:
+            difference = float(np.abs(data["ref_latent_0"] - ref_latent).max())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        ref_latent=ref_latent,
+        query_latent=query_latent,
+        ref_labels=labels,
+        ref_batches=batches,
+        query_labels=np.asarray(query.obs[LABEL], dtype=str),
+        reference_max_abs_difference=difference,
+        train_s=results["running"]["train_s"],
+        job_s=time.perf_counter() - start,
+    )
+
+
+def score(path: Path) -> dict:
+    """Label scores of a cached job, transferred with the atlas's classifier."""
+    split, seed = path.stem.split("__seed")
+    with np.load(path) as data:
+        job = {key: data[key] for key in data.files}
+    known = np.unique(job["ref_labels"])
+    truth = job["query_labels"]
+    novel = ~np.isin(truth, known)
+    classifier = sx.tl.KNNLabelTransfer(metric=METRIC).fit(
+        job["ref_latent"], job["ref_labels"], batches=job["ref_batches"]
+    )
+    predicted = classifier.predict(job["query_latent"])["label"]
+    unknown = predicted.to_numpy() == sx.tl.UNKNOWN
+    scores = sx.tl.label_transfer_scores(truth, predicted, reference_labels=known)
+    return {
+        "split": split,
+        "seed": int(seed),
+        "method": ATLAS,
+        "metric": METRIC,
+        "n_query": len(truth),
+        "n_novel": int(novel.sum()),
+        "macro_f1": scores["macro_f1"],
+        "accuracy": scores["accuracy"],
+        "unknown_rate_known": unknown[~novel].mean(),
+        "unknown_rate_novel": unknown[novel].mean() if novel.any() else np.nan,
+        **{column: float(job[column]) for column in JOB_COLUMNS},
+    }
+
+
+def scored(cache: Path) -> pd.DataFrame:
+    """Scores of every cached job, kept beside it (``*.atlas.csv``) so each is scored once."""
+    rows = []
+    for path in sorted(cache.glob("*.npz")):
+        kept = path.with_suffix(".atlas.csv")
+        if not kept.exists():
+            pd.DataFrame([score(path)]).to_csv(kept, index=False)
+        rows.append(pd.read_csv(kept))
+    if not rows:
+        raise SystemExit(f"No job in {cache}.")
+    return pd.concat(rows, ignore_index=True)
+
+
+def with_peers(atlas: pd.DataFrame, metric_table: pd.DataFrame) -> pd.DataFrame:
+    """The atlas rows beside the same jobs' rows of ``label_metric.csv``."""
+    peers = metric_table.merge(atlas[["split", "seed"]], on=["split", "seed"])
+    peers = peers[peers["method"].isin([SECOND_RUN, SCARCHES])]
+    return pd.concat([atlas.drop(columns=JOB_COLUMNS), peers], ignore_index=True)
+
+
+def splits_at_least(table: pd.DataFrame, best: bool = False) -> int:
+    """Splits where the atlas's mean macro-F1 over seeds is at least scArches' with cosine
+    neighbours, or (``best``) with whichever metric gives scArches the higher mean."""
+    means = table.groupby(["split", "method", "metric"])["macro_f1"].mean()
+    atlas = means.xs((ATLAS, METRIC), level=["method", "metric"])
+    scarches = means.xs(SCARCHES, level="method")
+    scarches = scarches.groupby("split").max() if best else scarches.xs(METRIC, level="metric")
+    return int((atlas >= scarches.reindex(atlas.index)).sum())
+
+
+def rule_reading(table: pd.DataFrame) -> str:
+    """Rule 7 of ``label_metric_notes.md``, judged on :data:`READING_SEEDS` (markdown)."""
+    seeds = ", ".join(map(str, READING_SEEDS))
+    heading = f"## Rule 7, judged on seeds {seeds}\n\n"
+    reading = table[table["seed"].isin(READING_SEEDS)]
+    atlas = reading[reading["method"] == ATLAS]
+    n_splits, needed = len(SPLITS), len(SPLITS) * len(READING_SEEDS)
+    if len(atlas) < needed:
+        return heading + f"Not judged: {len(atlas)} of {needed} jobs ran.\n\n"
+    euclidean = reading[(reading["method"] == SECOND_RUN) & (reading["metric"] == "euclidean")]
+    known = atlas["unknown_rate_known"].mean()
+    fall = euclidean["unknown_rate_novel"].mean() - atlas["unknown_rate_novel"].mean()
+    count = splits_at_least(reading)
+    conditions = {
+        f"(a) at least scArches (cosine) on >= {MIN_SPLITS} of {n_splits} splits "
+        f"({count} of {n_splits})": count >= MIN_SPLITS,
+        f"(b) known cells called Unknown <= {MAX_UNKNOWN_KNOWN} ({known:.4f})": (
+            known <= MAX_UNKNOWN_KNOWN
+        ),
+        f"(c) novel lung lines called Unknown fall <= {MAX_NOVEL_FALL} against balanced "
+        f"statistics with Euclidean neighbours (fall {fall:.4f})": fall <= MAX_NOVEL_FALL,
+    }
+    lines = [f"- Rule 7: {'holds' if all(conditions.values()) else 'fails'}."]
+    lines += [f"  - {condition}: {'yes' if met else 'no'}" for condition, met in conditions.items()]
+    lines.append(
+        f"- Not part of the rule: against scArches with its better metric per split, "
+        f"{splits_at_least(reading, best=True)} of {n_splits} over seeds {seeds}."
+    )
+    return heading + "\n".join(lines) + "\n\n"
+
+
+def write_report(atlas: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
+    table.to_csv(out / "label_atlas.csv", index=False)
+    columns = ["macro_f1", "accuracy", "unknown_rate_known", "unknown_rate_novel"]
+    overall = table.groupby(["method", "metric"], sort=False)[columns].mean().round(4)
+    per_split = table.pivot_table(
+        index="split", columns=["method", "metric"], values="macro_f1", sort=False
+    ).round(4)
+    per_split.columns = [f"{method}, {metric}" for method, metric in per_split.columns]
+    second = table[(table["method"] == SECOND_RUN) & (table["metric"] == METRIC)]
+    paired = pd.concat(
+        [second.assign(arm=SECOND_RUN), table[table["method"] == ATLAS].assign(arm=ATLAS)]
+    ).assign(method="SCALEX")
+    differences = paired_differences(paired, "arm", SECOND_RUN, "macro_f1_minus_second_run")
+    splits, seeds = splits_and_seeds(table)
+    with open(out / "label_atlas.md", "w") as fh:
+        fh.write("# The atlas path: cosine neighbours for both steps of balanced statistics\n\n")
+        fh.write(
+            f"Splits: {splits}; seeds {seeds}. `{ATLAS}`: SCALEX (package defaults) embedded "
+            "and labelled as `Atlas.build(..., transfer_kwargs={'metric': 'cosine'})` with "
+            "`map(..., batch_norm='balanced')` does (UMAP left out). `SCALEX (balanced)` and "
+            "scArches: the same jobs in `label_metric.csv` (balancing from Euclidean labels, "
+            "then each metric). macro-F1 and accuracy over query cells of known types "
+            "('Unknown' counts as wrong); unknown_rate_known / _novel: query cells of types the "
+            "reference has / lacks called 'Unknown' (novel types: lung 5-line → 3-line only).\n\n"
+        )
+        fh.write("## Mean over splits and seeds\n\n")
+        fh.write(overall.reset_index().to_markdown(index=False) + "\n\n")
+        fh.write("## The atlas path against the second run's arm (cosine), paired\n\n")
+        fh.write(differences.to_markdown(index=False) + "\n\n")
+        fh.write("## macro-F1 per split (mean over seeds)\n\n")
+        fh.write(per_split.reset_index().to_markdown(index=False) + "\n\n")
+        fh.write(rule_reading(table))
+        fh.write("## Jobs\n\n")
+        fh.write(
+            "`reference_max_abs_difference`: largest difference between the retrained "
+            "reference embedding and the one cached by `label_metric.py` (0: the same model).\n\n"
+        )
+        jobs = atlas[["split", "seed", *JOB_COLUMNS]]
+        fh.write(jobs.to_markdown(index=False, floatfmt=".3g") + "\n\n")
+        fh.write(notes_and_provenance(out, "label_metric"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 0])
+    parser.add_argument("--report", action="store_true", help="score the cache only")
+    parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--iterations", type=int, default=None, help="override (smoke runs)")
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    metric_table = pd.read_csv(RESULTS / "label_metric.csv")
+    if not args.report:
+        for seed, split in itertools.product(args.seeds, args.splits):
+            path = args.cache / f"{split}__seed{seed}.npz"
+            if path.exists():
+                continue
+            start = time.perf_counter()
+            run_job(split, seed, path, args.iterations)
+            print(f"{split} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
+            atlas = scored(args.cache)
+            write_report(atlas, with_peers(atlas, metric_table), args.out)
+    atlas = scored(args.cache)
+    table = with_peers(atlas, metric_table)
+    write_report(atlas, table, args.out)
+    print(table.groupby(["method", "metric"], sort=False)["macro_f1"].mean().to_string())
+
+
+if __name__ == "__main__":
+    main()
