@@ -163,7 +163,7 @@ def rule_reading(table: pd.DataFrame) -> str:
         f"statistics with Euclidean neighbours (fall {fall:.4f})": fall <= MAX_NOVEL_FALL,
     }
     lines = [f"- Rule 7: {'holds' if all(conditions.values()) else 'fails'}."]
-    lines += [f"  - {condition}: {'yes' if met else 'no'}" for condition, met in conditions.items()]
+    lines += [f"  - {name}: {'yes' if met else 'no'}" for name, met in conditions.items()]
     lines.append(
         f"- Not part of the rule: against scArches with its better metric per split, "
         f"{splits_at_least(reading, best=True)} of {n_splits} over seeds {seeds}."
