@@ -130,14 +130,20 @@ def with_peers(atlas: pd.DataFrame, metric_table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([atlas.drop(columns=JOB_COLUMNS), peers], ignore_index=True)
 
 
-def splits_at_least(table: pd.DataFrame, best: bool = False) -> int:
-    """Splits where the atlas's mean macro-F1 over seeds is at least scArches' with cosine
-    neighbours, or (``best``) with whichever metric gives scArches the higher mean."""
+def split_means(table: pd.DataFrame, best: bool = False) -> tuple[pd.Series, pd.Series]:
+    """Per split, the atlas's mean macro-F1 over seeds and scArches' with cosine neighbours,
+    or (``best``) with whichever metric gives scArches the higher mean."""
     means = table.groupby(["split", "method", "metric"])["macro_f1"].mean()
     atlas = means.xs((ATLAS, METRIC), level=["method", "metric"])
     scarches = means.xs(SCARCHES, level="method")
     scarches = scarches.groupby("split").max() if best else scarches.xs(METRIC, level="metric")
-    return int((atlas >= scarches.reindex(atlas.index)).sum())
+    return atlas, scarches.reindex(atlas.index)
+
+
+def splits_at_least(table: pd.DataFrame, best: bool = False) -> int:
+    """Splits where the atlas's mean macro-F1 is at least scArches' (:func:`split_means`)."""
+    atlas, scarches = split_means(table, best)
+    return int((atlas >= scarches).sum())
 
 
 def rule_reading(table: pd.DataFrame) -> str:
