@@ -75,7 +75,9 @@ class KNNLabelTransfer:
         part. On the projection splits (``benchmarks/results/label_metric.md``, seeds 0-2) it
         raised SCALEX's macro-F1 by 0.020 (running statistics) and 0.012 (balanced statistics),
         both above zero by the paired 95 % interval; every projection table was scored with the
-        Euclidean default, so that stays the default.
+        Euclidean default, so that stays the default. An atlas with ``"cosine"`` and balanced
+        statistics is the setting recommended for label transfer
+        (:meth:`scalex_scvi.Atlas.map`, ``benchmarks/results/label_atlas.md``).
 
     Notes
     -----
