@@ -36,7 +36,13 @@ import scalex_scvi as sx
 from _common import RESULTS, notes_and_provenance
 from label_metric import CACHE as METRIC_CACHE
 from label_metric import MAX_NOVEL_FALL, MAX_UNKNOWN_KNOWN, MIN_SPLITS, READING_SEEDS
-from label_rules import SCARCHES, paired_differences, splits_and_seeds
+from label_rules import (
+    SCARCHES,
+    SCORES_NOTE,
+    paired_differences,
+    splits_and_seeds,
+    transfer_scores,
+)
 from projection import LABEL, SPLITS, prepared_split, run_scalex
 
 CACHE = RESULTS.parent / ".cache" / "label_atlas"
@@ -86,26 +92,20 @@ def score(path: Path) -> dict:
     split, seed = path.stem.split("__seed")
     with np.load(path) as data:
         job = {key: data[key] for key in data.files}
-    known = np.unique(job["ref_labels"])
-    truth = job["query_labels"]
-    novel = ~np.isin(truth, known)
-    classifier = sx.tl.KNNLabelTransfer(metric=METRIC).fit(
-        job["ref_latent"], job["ref_labels"], batches=job["ref_batches"]
+    scores = transfer_scores(
+        job["ref_latent"],
+        job["ref_labels"],
+        job["ref_batches"],
+        job["query_latent"],
+        job["query_labels"],
+        metric=METRIC,
     )
-    predicted = classifier.predict(job["query_latent"])["label"]
-    unknown = predicted.to_numpy() == sx.tl.UNKNOWN
-    scores = sx.tl.label_transfer_scores(truth, predicted, reference_labels=known)
     return {
         "split": split,
         "seed": int(seed),
         "method": ATLAS,
         "metric": METRIC,
-        "n_query": len(truth),
-        "n_novel": int(novel.sum()),
-        "macro_f1": scores["macro_f1"],
-        "accuracy": scores["accuracy"],
-        "unknown_rate_known": unknown[~novel].mean(),
-        "unknown_rate_novel": unknown[novel].mean() if novel.any() else np.nan,
+        **scores,
         **{column: float(job[column]) for column in JOB_COLUMNS},
     }
 
@@ -198,9 +198,7 @@ def write_report(atlas: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
             "and labelled as `Atlas.build(..., transfer_kwargs={'metric': 'cosine'})` with "
             "`map(..., batch_norm='balanced')` does (UMAP left out). `SCALEX (balanced)` and "
             "scArches: the same jobs in `label_metric.csv` (balancing from Euclidean labels, "
-            "then each metric). macro-F1 and accuracy over query cells of known types "
-            "('Unknown' counts as wrong); unknown_rate_known / _novel: query cells of types the "
-            "reference has / lacks called 'Unknown' (novel types: lung 5-line → 3-line only).\n\n"
+            f"then each metric). {SCORES_NOTE}\n\n"
         )
         fh.write("## Mean over splits and seeds\n\n")
         fh.write(overall.reset_index().to_markdown(index=False) + "\n\n")

@@ -87,38 +87,53 @@ def train(split_name: str, seed: int, path: Path, smoke: dict) -> None:
     )
 
 
+def transfer_scores(
+    ref_latent: np.ndarray,
+    ref_labels: np.ndarray,
+    ref_batches: np.ndarray,
+    query_latent: np.ndarray,
+    query_labels: np.ndarray,
+    **kwargs,
+) -> dict:
+    """Labels transferred by ``KNNLabelTransfer(**kwargs)`` scored against the query's known
+    labels: macro-F1 and accuracy over cells of known types ("Unknown" counts as wrong), and the
+    share of cells of known and of novel types called "Unknown"."""
+    known = np.unique(ref_labels)
+    novel = ~np.isin(query_labels, known)
+    classifier = sx.tl.KNNLabelTransfer(**kwargs).fit(ref_latent, ref_labels, batches=ref_batches)
+    predicted = classifier.predict(query_latent)["label"]
+    unknown = predicted.to_numpy() == sx.tl.UNKNOWN
+    scores = sx.tl.label_transfer_scores(query_labels, predicted, reference_labels=known)
+    return {
+        "n_query": len(query_labels),
+        "n_novel": int(novel.sum()),
+        "macro_f1": scores["macro_f1"],
+        "accuracy": scores["accuracy"],
+        "unknown_rate_known": unknown[~novel].mean(),
+        "unknown_rate_novel": unknown[novel].mean() if novel.any() else np.nan,
+    }
+
+
 def score(path: Path, settings: dict | None = None, column: str = "rule") -> list[dict]:
     """Label scores of every cached method under every setting (name -> keyword arguments of
     ``KNNLabelTransfer``; default ``RULES``), the setting's name in ``column``."""
     split, seed = path.stem.split("__seed")
     with np.load(path) as data:
         cached = {key: data[key] for key in data.files}
-    known = np.unique(cached["ref_labels"])
-    truth = cached["query_labels"]
-    novel = ~np.isin(truth, known)
     rows = []
     for (i, method), (name, kwargs) in itertools.product(
         enumerate(cached["methods"]), (settings or RULES).items()
     ):
-        classifier = sx.tl.KNNLabelTransfer(**kwargs).fit(
-            cached[f"ref_latent_{i}"], cached["ref_labels"], batches=cached["ref_batches"]
+        scores = transfer_scores(
+            cached[f"ref_latent_{i}"],
+            cached["ref_labels"],
+            cached["ref_batches"],
+            cached[f"query_latent_{i}"],
+            cached["query_labels"],
+            **kwargs,
         )
-        predicted = classifier.predict(cached[f"query_latent_{i}"])
-        unknown = predicted["label"].to_numpy() == sx.tl.UNKNOWN
-        scores = sx.tl.label_transfer_scores(truth, predicted["label"], reference_labels=known)
         rows.append(
-            {
-                "split": split,
-                "seed": int(seed),
-                "method": str(method),
-                column: name,
-                "n_query": len(truth),
-                "n_novel": int(novel.sum()),
-                "macro_f1": scores["macro_f1"],
-                "accuracy": scores["accuracy"],
-                "unknown_rate_known": unknown[~novel].mean(),
-                "unknown_rate_novel": unknown[novel].mean() if novel.any() else np.nan,
-            }
+            {"split": split, "seed": int(seed), "method": str(method), column: name, **scores}
         )
     return rows
 
