@@ -77,8 +77,8 @@ fig.savefig("tutorial_projection.png", dpi=100)
 # on its batch. Neither choice wins everywhere (`benchmarks/results/projection.md`,
 # `projection_seeds.md`); where some query cells carry known labels, compare both as below.
 # For label transfer the benchmarks recommend balanced statistics with an atlas built with
-# `transfer_kwargs={"metric": "cosine"}`: macro-F1 at least scArches' on 5 of 7 projection
-# splits, against 2 of 7 with the defaults (`benchmarks/results/label_atlas.md`); it labels
+# `transfer_kwargs={"metric": "cosine"}`: macro-F1 at least scArches' (same classifier) on 5 of 7
+# projection splits, 2 of 7 with the defaults (`benchmarks/results/label_atlas.md`); it labels
 # every query cell before embedding it again, so it is slower on large queries.
 
 # %%

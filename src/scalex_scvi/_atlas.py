@@ -120,8 +120,8 @@ class Atlas:
             held-out cells against 30 %) at a smaller cost in known cells
             (``benchmarks/results/label_rules.md``). The cutoffs are saved with the atlas.
             ``{"metric": "cosine"}`` with ``map(..., batch_norm="balanced")`` is the setting
-            recommended for label transfer: at least scArches' macro-F1 on 5 of the 7
-            projection splits (``benchmarks/results/label_atlas.md``).
+            recommended for label transfer: at least scArches' macro-F1 (both with cosine
+            neighbours) on 5 of the 7 projection splits (``benchmarks/results/label_atlas.md``).
         umap_kwargs
             Further keyword arguments of :class:`umap.UMAP`, e.g.
             ``{"force_approximation_algorithm": True}`` to place new cells through a neighbour
