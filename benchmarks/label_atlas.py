@@ -14,7 +14,8 @@ it touches neither the embedding nor the labels. scArches and the second run's a
 ``label_metric.csv`` (the same jobs). The reading rule (rules 7 and 8) is in
 ``results/label_metric_notes.md``, written before the run.
 
-Jobs already cached (``benchmarks/.cache/label_atlas/``) are not run again. Writes
+Jobs already cached (``benchmarks/.cache/label_atlas/``) are not run again; each is
+scored once (``*.atlas.csv`` beside it, ``--rescore`` to redo). Writes
 benchmarks/results/label_atlas.{md,csv}.
 
     python benchmarks/label_atlas.py --seeds 1 2 0 [--report]
@@ -23,8 +24,6 @@ benchmarks/results/label_atlas.{md,csv}.
 from __future__ import annotations
 
 import argparse
-import itertools
-import logging
 import time
 from pathlib import Path
 
@@ -35,12 +34,20 @@ import scalex_scvi as sx
 
 from _common import RESULTS, notes_and_provenance
 from label_metric import CACHE as METRIC_CACHE
-from label_metric import MAX_NOVEL_FALL, MAX_UNKNOWN_KNOWN, MIN_SPLITS, READING_SEEDS
+from label_metric import (
+    MAX_NOVEL_FALL,
+    MAX_UNKNOWN_KNOWN,
+    MIN_SPLITS,
+    READING_SEEDS,
+    splits_at_least,
+)
 from label_rules import (
     SCARCHES,
     SCORES_NOTE,
+    add_cache_arguments,
     paired_differences,
     splits_and_seeds,
+    sweep_table,
     transfer_scores,
 )
 from projection import LABEL, SPLITS, prepared_split, run_scalex
@@ -52,13 +59,14 @@ METRIC = "cosine"
 JOB_COLUMNS = ["reference_max_abs_difference", "train_s", "job_s"]
 
 
-def run_job(split_name: str, seed: int, path: Path, iterations: int | None = None) -> None:
+def run_job(split_name: str, seed: int, path: Path, smoke: dict) -> None:
     """Train SCALEX on a split with a seed, embed its query as a cosine atlas with balanced
-    statistics does, and cache the embeddings and labels in ``path``."""
+    statistics does, and cache the embeddings and labels in ``path``. ``smoke``: an
+    ``iterations`` budget that overrides the package default (smoke runs)."""
     start = time.perf_counter()
     reference, query_raw = prepared_split(SPLITS[split_name])
     model, query, results = run_scalex(
-        reference, query_raw, iterations, seed, arms={"running": "running"}
+        reference, query_raw, smoke.get("iterations"), seed, arms={"running": "running"}
     )
     ref_latent = results["running"]["ref_latent"]
     labels = np.asarray(reference.obs[LABEL], dtype=str)
@@ -87,8 +95,8 @@ def run_job(split_name: str, seed: int, path: Path, iterations: int | None = Non
     )
 
 
-def score(path: Path) -> dict:
-    """Label scores of a cached job, transferred with the atlas's classifier."""
+def score(path: Path) -> list[dict]:
+    """Label scores of a cached job, transferred with the atlas's classifier (one row)."""
     split, seed = path.stem.split("__seed")
     with np.load(path) as data:
         job = {key: data[key] for key in data.files}
@@ -100,27 +108,16 @@ def score(path: Path) -> dict:
         job["query_labels"],
         metric=METRIC,
     )
-    return {
-        "split": split,
-        "seed": int(seed),
-        "method": ATLAS,
-        "metric": METRIC,
-        **scores,
-        **{column: float(job[column]) for column in JOB_COLUMNS},
-    }
-
-
-def scored(cache: Path) -> pd.DataFrame:
-    """Scores of every cached job, kept beside it (``*.atlas.csv``) so each is scored once."""
-    rows = []
-    for path in sorted(cache.glob("*.npz")):
-        kept = path.with_suffix(".atlas.csv")
-        if not kept.exists():
-            pd.DataFrame([score(path)]).to_csv(kept, index=False)
-        rows.append(pd.read_csv(kept))
-    if not rows:
-        raise SystemExit(f"No job in {cache}.")
-    return pd.concat(rows, ignore_index=True)
+    return [
+        {
+            "split": split,
+            "seed": int(seed),
+            "method": ATLAS,
+            "metric": METRIC,
+            **scores,
+            **{column: float(job[column]) for column in JOB_COLUMNS},
+        }
+    ]
 
 
 def with_peers(atlas: pd.DataFrame, metric_table: pd.DataFrame) -> pd.DataFrame:
@@ -128,22 +125,6 @@ def with_peers(atlas: pd.DataFrame, metric_table: pd.DataFrame) -> pd.DataFrame:
     peers = metric_table.merge(atlas[["split", "seed"]], on=["split", "seed"])
     peers = peers[peers["method"].isin([SECOND_RUN, SCARCHES])]
     return pd.concat([atlas.drop(columns=JOB_COLUMNS), peers], ignore_index=True)
-
-
-def split_means(table: pd.DataFrame, best: bool = False) -> tuple[pd.Series, pd.Series]:
-    """Per split, the atlas's mean macro-F1 over seeds and scArches' with cosine neighbours,
-    or (``best``) with whichever metric gives scArches the higher mean."""
-    means = table.groupby(["split", "method", "metric"])["macro_f1"].mean()
-    atlas = means.xs((ATLAS, METRIC), level=["method", "metric"])
-    scarches = means.xs(SCARCHES, level="method")
-    scarches = scarches.groupby("split").max() if best else scarches.xs(METRIC, level="metric")
-    return atlas, scarches.reindex(atlas.index)
-
-
-def splits_at_least(table: pd.DataFrame, best: bool = False) -> int:
-    """Splits where the atlas's mean macro-F1 is at least scArches' (:func:`split_means`)."""
-    atlas, scarches = split_means(table, best)
-    return int((atlas >= scarches).sum())
 
 
 def rule_reading(table: pd.DataFrame) -> str:
@@ -158,7 +139,7 @@ def rule_reading(table: pd.DataFrame) -> str:
     euclidean = reading[(reading["method"] == SECOND_RUN) & (reading["metric"] == "euclidean")]
     known = atlas["unknown_rate_known"].mean()
     fall = euclidean["unknown_rate_novel"].mean() - atlas["unknown_rate_novel"].mean()
-    count = splits_at_least(reading)
+    count = splits_at_least(reading, ATLAS)
     conditions = {
         f"(a) at least scArches (cosine) on >= {MIN_SPLITS} of {n_splits} splits "
         f"({count} of {n_splits})": count >= MIN_SPLITS,
@@ -172,7 +153,7 @@ def rule_reading(table: pd.DataFrame) -> str:
     lines += [f"  - {name}: {'yes' if met else 'no'}" for name, met in conditions.items()]
     lines.append(
         f"- Not part of the rule: against scArches with its better metric per split, "
-        f"{splits_at_least(reading, best=True)} of {n_splits} over seeds {seeds}."
+        f"{splits_at_least(reading, ATLAS, best=True)} of {n_splits} over seeds {seeds}."
     )
     return heading + "\n".join(lines) + "\n\n"
 
@@ -219,28 +200,12 @@ def write_report(atlas: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 0])
-    parser.add_argument("--report", action="store_true", help="score the cache only")
-    parser.add_argument("--cache", type=Path, default=CACHE)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_cache_arguments(parser)
+    parser.set_defaults(cache=CACHE, seeds=[1, 2, 0])
     parser.add_argument("--iterations", type=int, default=None, help="override (smoke runs)")
     args = parser.parse_args()
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("scvi").setLevel(logging.WARNING)
-    metric_table = pd.read_csv(RESULTS / "label_metric.csv")
-    if not args.report:
-        for seed, split in itertools.product(args.seeds, args.splits):
-            path = args.cache / f"{split}__seed{seed}.npz"
-            if path.exists():
-                continue
-            start = time.perf_counter()
-            run_job(split, seed, path, args.iterations)
-            print(f"{split} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
-            atlas = scored(args.cache)
-            write_report(atlas, with_peers(atlas, metric_table), args.out)
-    atlas = scored(args.cache)
-    table = with_peers(atlas, metric_table)
+    atlas = sweep_table(args, score, ".atlas.csv", run_job, {"iterations": args.iterations})
+    table = with_peers(atlas, pd.read_csv(RESULTS / "label_metric.csv"))
     write_report(atlas, table, args.out)
     print(table.groupby(["method", "metric"], sort=False)["macro_f1"].mean().to_string())
 

@@ -221,9 +221,12 @@ SCORES_NOTE = (
 )
 
 
-def sweep_table(args: argparse.Namespace, score_job, suffix: str) -> pd.DataFrame:
-    """Train the jobs of ``args`` missing from its cache (unless ``--report``), then score every
-    cached job with ``score_job`` (kept beside it as ``*<suffix>``)."""
+def sweep_table(
+    args: argparse.Namespace, score_job, suffix: str, run_job=None, smoke: dict | None = None
+) -> pd.DataFrame:
+    """Run the jobs of ``args`` missing from its cache (unless ``--report``) with ``run_job``
+    (``(split, seed, path, smoke)``; default :func:`train`), then score every cached job with
+    ``score_job`` (kept beside it as ``*<suffix>``)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("scvi").setLevel(logging.WARNING)
     if not args.report:
@@ -231,7 +234,7 @@ def sweep_table(args: argparse.Namespace, score_job, suffix: str) -> pd.DataFram
             path = args.cache / f"{split}__seed{seed}.npz"
             if not path.exists():
                 start = time.perf_counter()
-                train(split, seed, path, {})
+                (run_job or train)(split, seed, path, smoke or {})
                 print(f"{split} seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
     return scored(args.cache, args.rescore, score_job, suffix)
 
