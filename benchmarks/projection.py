@@ -137,11 +137,21 @@ def timed(fn, *args, **kwargs):
 
 
 def run_scalex(
-    reference, query_raw, iterations, seed, model_kwargs=None, arms=None, train_kwargs=None
+    reference,
+    query_raw,
+    iterations,
+    seed,
+    model_kwargs=None,
+    arms=None,
+    train_kwargs=None,
+    transfer_kwargs=None,
 ):
     """Train SCALEX on the reference and project the query with each arm's BatchNorm
     statistics; ``model_kwargs`` go to ``SCALEX(...)``, ``train_kwargs`` to ``train()``,
-    ``arms`` (name -> statistics) default to ``SCALEX_ARMS``."""
+    ``transfer_kwargs`` to the ``KNNLabelTransfer`` of the balanced arms, ``arms`` (name ->
+    statistics: ``get_latent_representation``'s, ``"balanced"`` for ``balanced_latent`` on every
+    cell, ``"balanced_sampled"`` for its draw as ``Atlas.map`` takes it) default to
+    ``SCALEX_ARMS``."""
     scvi.settings.seed = seed
     sx.SCALEX.setup_anndata(reference, batch_key="batch")
     model = sx.SCALEX(reference, **(model_kwargs or {}))
@@ -151,17 +161,27 @@ def run_scalex(
     iterations_run = model.trainer.global_step
     train_s = time.perf_counter() - start
     ref_latent = model.get_latent_representation()
-    classifier = sx.tl.KNNLabelTransfer().fit(ref_latent, reference.obs[LABEL])
+    classifier = sx.tl.KNNLabelTransfer(**(transfer_kwargs or {}))
+    classifier.fit(ref_latent, reference.obs[LABEL])
     reference_statistics = model.get_hidden_statistics(groups=reference.obs[LABEL])
+    arms = arms or SCALEX_ARMS
+    balancing = None  # built once, as an Atlas does on its first balanced map
+    if "balanced_sampled" in arms.values():
+        balancing = classifier.subsample(sx.tl.BALANCE_REFERENCE_CELLS)
 
     def project(batch_norm):
         query = model.prepare_query(query_raw, batch_key="batch")
         if batch_norm == "balanced":
             return query, sx.tl.balanced_latent(model, query, classifier, reference_statistics)[0]
+        if batch_norm == "balanced_sampled":
+            latent, _ = sx.tl.balanced_latent(
+                model, query, balancing, reference_statistics, max_cells=sx.tl.BALANCE_CELLS
+            )
+            return query, latent
         return query, model.get_latent_representation(query, batch_norm=batch_norm)
 
     results = {}
-    for name, batch_norm in (arms or SCALEX_ARMS).items():
+    for name, batch_norm in arms.items():
         # first call, then the median of PROJECTION_REPEATS calls (a query of a few hundred
         # cells takes milliseconds, where one stray pause of the machine would dominate)
         timings = [timed(project, batch_norm) for _ in range(PROJECTION_REPEATS)]

@@ -121,6 +121,20 @@ def test_map_balanced(atlas, trained, reference, query_raw, query):
     np.testing.assert_allclose(
         one.obsm["X_scalex"], running.obsm["X_scalex"], rtol=1e-5, atol=1e-6
     )
+    # a draw of 100 cells of the query's batch; the atlas's classifier labels them (no more
+    # than 20,000 reference cells: subsample() keeps it)
+    drawn = _map_quietly(
+        atlas, query_raw, batch_key="batch", batch_norm="balanced", balance_cells=100
+    )
+    expected, _ = sx.tl.balanced_latent(
+        trained, query, atlas.classifier, atlas.reference_statistics, max_cells=100
+    )
+    np.testing.assert_allclose(drawn.obsm["X_scalex"], expected, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(drawn.obsm["X_scalex"], mapped.obsm["X_scalex"])
+    whole = _map_quietly(
+        atlas, query_raw, batch_key="batch", batch_norm="balanced", balance_cells=None
+    )
+    np.testing.assert_array_equal(whole.obsm["X_scalex"], mapped.obsm["X_scalex"])
     unlabelled = sx.Atlas.build(trained, reference)
     with pytest.raises(ValueError, match="label_key"):
         _map_quietly(unlabelled, query_raw, batch_norm="balanced")

@@ -64,6 +64,34 @@ def test_cosine_metric_ignores_the_distance_from_the_origin():
         sx.tl.KNNLabelTransfer(metric="manhattan")
 
 
+def test_subsample_refits_on_a_draw_of_the_reference():
+    emb, labels = _blobs(n=200)
+    with pytest.raises(RuntimeError, match="fit"):
+        sx.tl.KNNLabelTransfer().subsample(10)
+    classifier = sx.tl.KNNLabelTransfer(metric="cosine", n_neighbors=5).fit(emb + 20, labels)
+    assert classifier.subsample(len(emb)) is classifier  # no smaller: the same classifier
+    with pytest.raises(ValueError, match="n_cells"):
+        classifier.subsample(0)
+    smaller = classifier.subsample(90, seed=1)
+    assert smaller is not classifier and len(smaller.codes_) == 90
+    assert (smaller.metric, smaller.n_neighbors) == ("cosine", 5)
+    assert set(smaller.categories_) == {"A", "B", "C"}
+    # drawn cells keep their own labels, and the same seed draws the same cells
+    drawn = smaller._embedding
+    rows = [
+        np.flatnonzero(np.isclose(classifier._embedding, row, atol=1e-6).all(axis=1))[0]
+        for row in drawn
+    ]
+    parent_labels = classifier.categories_[classifier.codes_[rows]]
+    assert (parent_labels == smaller.categories_[smaller.codes_]).all()
+    np.testing.assert_array_equal(classifier.subsample(90, seed=1)._embedding, drawn)
+    assert not np.array_equal(classifier.subsample(90, seed=2)._embedding, drawn)
+    # its cutoff is recalibrated: neighbours among fewer cells lie farther
+    assert smaller.distance_cutoff_ > classifier.distance_cutoff_
+    query = np.array([[20.1, 20.0], [30.0, 20.2], [20.0, 30.1]], dtype=np.float32)
+    assert list(smaller.predict(query)["label"]) == list(classifier.predict(query)["label"])
+
+
 def test_uncertainty_threshold_calls_mixed_neighbourhoods_unknown():
     emb = np.array([[0, 0], [0, 0.1], [0.1, 0], [0.1, 0.1]], dtype=np.float32)
     clf = sx.tl.KNNLabelTransfer(n_neighbors=4, uncertainty_threshold=0.3, distance_quantile=None)
@@ -311,6 +339,31 @@ def test_balanced_latent(trained, reference, query):
     one, _ = sx.tl.balanced_latent(trained, query[:1].copy(), classifier, statistics)
     np.testing.assert_allclose(one, running[:1], rtol=1e-5, atol=1e-6)
     assert sx.tl.adapted_statistics(trained, query[:1].copy(), ["T"], statistics)[0] is None
+    # a draw of each batch's cells: no draw where no batch is larger
+    largest = query.obs["batch"].value_counts().max()
+    whole, _ = sx.tl.balanced_latent(trained, query, classifier, statistics, max_cells=largest)
+    np.testing.assert_array_equal(whole, latent)
+    drawn, drawn_weights = sx.tl.balanced_latent(
+        trained, query, classifier, statistics, max_cells=100, seed=3
+    )
+    assert 0 < (drawn_weights > 0).sum() <= 100 and drawn_weights.shape == (query.n_obs,)
+    sample = query[drawn_weights > 0].copy()
+    adapted_sample, _ = sx.tl.adapted_statistics(
+        trained,
+        sample,
+        classifier.predict(trained.get_latent_representation(sample))["label"],
+        statistics,
+    )
+    np.testing.assert_array_equal(
+        trained.get_latent_representation(query, batch_norm=adapted_sample), drawn
+    )
+    again, _ = sx.tl.balanced_latent(trained, query, classifier, statistics, max_cells=100, seed=3)
+    np.testing.assert_array_equal(again, drawn)
+    assert not np.array_equal(drawn, latent)
+    # close to the embedding from every cell: nearer to it than the running one is
+    assert np.abs(drawn - latent).mean() < np.abs(running - latent).mean()
+    with pytest.raises(ValueError, match="max_cells"):
+        sx.tl.balanced_latent(trained, query, classifier, statistics, max_cells=10)
     # nothing of the model or the reference changes
     np.testing.assert_array_equal(trained.get_latent_representation(reference), reference_latent)
     for key, value in trained.module.state_dict().items():

@@ -13,7 +13,12 @@ import pandas as pd
 
 from scalex_scvi import pl
 from scalex_scvi.model import SCALEX, HiddenStatistics
-from scalex_scvi.tl import KNNLabelTransfer, balanced_latent
+from scalex_scvi.tl import (
+    BALANCE_CELLS,
+    BALANCE_REFERENCE_CELLS,
+    KNNLabelTransfer,
+    balanced_latent,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -73,6 +78,7 @@ class Atlas:
         self.label_key = label_key
         self.classifier = classifier
         self.reference_statistics = reference_statistics
+        self._balancing: KNNLabelTransfer | None = None
 
     @classmethod
     def build(
@@ -184,6 +190,7 @@ class Atlas:
         source: str = "query",
         batch_norm: Literal["running", "per_batch", "balanced"] = "running",
         keep_raw: bool = False,
+        balance_cells: int | None = BALANCE_CELLS,
     ) -> ad.AnnData:
         """Map new data onto the atlas without retraining.
 
@@ -216,15 +223,23 @@ class Atlas:
             depth or chemistry but not the pull of a different cell-type composition, which
             made ``"per_batch"`` lose on queries whose mix of types differs from the
             reference. Batches of fewer than 32 cells keep the running statistics under both.
-            Every query cell is labelled before it is embedded again, so this is slower: 18.7 s
-            instead of 0.4 s for 84,276 cells onto 338,406 (``benchmarks/results/projection.md``).
-            With an atlas built with ``transfer_kwargs={"metric": "cosine"}`` it is the setting
-            recommended for label transfer (``benchmarks/results/label_atlas.md``).
+            See ``balance_cells`` for its cost. With an atlas built with
+            ``transfer_kwargs={"metric": "cosine"}`` it is the setting recommended for label
+            transfer (``benchmarks/results/label_atlas.md``).
         keep_raw
             Also store the query's values of all its genes in ``.raw``, transformed as the
             reference's (:meth:`~scalex_scvi.SCALEX.prepare_query`), e.g. to plot marker genes
             of cells called "Unknown". With ``prepared``, the prepared data's own ``.raw`` is
             kept instead.
+        balance_cells
+            With ``batch_norm="balanced"``: the statistics of each query batch are estimated on
+            a random draw (seeded) of at most this many of its cells, labelled by the atlas's
+            classifier refitted on at most 20,000 reference cells
+            (:meth:`~scalex_scvi.tl.KNNLabelTransfer.subsample`, built once per atlas); every
+            cell is then embedded with them. ``None`` labels every query cell with the full
+            classifier, which took 18.7 s instead of 0.4 s (running statistics) for 84,276 cells
+            onto 338,406 (``benchmarks/results/projection.md``). Queries whose batches are all
+            smaller and atlases of at most 20,000 labelled cells give the same result either way.
 
         Returns
         -------
@@ -246,8 +261,17 @@ class Atlas:
             else self.model.prepare_query(adata, batch_key=batch_key, keep_raw=keep_raw)
         )
         if batch_norm == "balanced":
+            classifier = self.classifier
+            if balance_cells is not None:
+                if self._balancing is None:
+                    self._balancing = self.classifier.subsample(BALANCE_REFERENCE_CELLS)
+                classifier = self._balancing
             query.obsm[LATENT_KEY] = balanced_latent(
-                self.model, query, self.classifier, self.reference_statistics
+                self.model,
+                query,
+                classifier,
+                self.reference_statistics,
+                max_cells=balance_cells,
             )[0]
         else:
             query.obsm[LATENT_KEY] = self.model.get_latent_representation(

@@ -12,6 +12,11 @@ from scalex_scvi.model._constants import MIN_BATCH_NORM_CELLS, NO_BATCH_CATEGORY
 
 from ._label_transfer import UNKNOWN
 
+# balanced_latent's sample, as Atlas.map(..., batch_norm="balanced") takes it: cells per query
+# batch, and reference cells of the classifier that labels them (KNNLabelTransfer.subsample)
+BALANCE_CELLS = 500
+BALANCE_REFERENCE_CELLS = 20_000
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -72,6 +77,8 @@ def balanced_latent(
     classifier: KNNLabelTransfer,
     reference_statistics: HiddenStatistics,
     batch_size: int | None = None,
+    max_cells: int | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embed query cells with encoder BatchNorm statistics adapted to their batch, type by type.
 
@@ -96,6 +103,13 @@ def balanced_latent(
     embedding depends on the other cells of its batch. Batches of fewer than 32 effective cells
     keep the running statistics.
 
+    Steps 1 to 3 estimate 1,024 means and variances per batch, which a sample of the batch's
+    cells does nearly as well as all of them: with ``max_cells``, they run on a random draw of
+    at most that many cells of each batch, and only step 4 embeds every cell. Labelling is then
+    the cost of a few thousand cells rather than of the whole query, the most costly step on
+    large queries. Pass a ``classifier`` fitted on fewer reference cells
+    (:meth:`~scalex_scvi.tl.KNNLabelTransfer.subsample`) to make it cheaper still.
+
     Parameters
     ----------
     model
@@ -111,21 +125,60 @@ def balanced_latent(
         :meth:`scalex_scvi.Atlas.build` stores).
     batch_size
         Cells per forward pass.
+    max_cells
+        Steps 1 to 3 use at most this many cells of each batch (a random draw); ``None`` uses
+        every cell.
+    seed
+        Seed of the draw.
 
     Returns
     -------
     ``(latent, weights)``: the embedding, shape ``(n_cells, n_latent)``, and the weight of each
-    cell in its batch's statistics.
+    cell in its batch's statistics (0 for cells outside the draw).
     """
-    running = model.get_latent_representation(adata, batch_size=batch_size)
+    batches = _query_batches(model, adata)
+    drawn = _draw_per_batch(batches, max_cells, seed)
+    sample = adata if drawn is None else adata[drawn].copy()
+    running = model.get_latent_representation(sample, batch_size=batch_size)
     labels = classifier.predict(running)["label"].to_numpy(dtype=str)
-    adapted, weights = adapted_statistics(
-        model, adata, labels, reference_statistics, classifier.unknown_label, batch_size
+    adapted, sample_weights = adapted_statistics(
+        model, sample, labels, reference_statistics, classifier.unknown_label, batch_size
     )
+    weights = sample_weights
+    if drawn is not None:
+        weights = np.zeros(adata.n_obs)
+        weights[drawn] = sample_weights
     if adapted is None:
+        if drawn is not None:
+            running = model.get_latent_representation(adata, batch_size=batch_size)
         return running, weights
     latent = model.get_latent_representation(adata, batch_size=batch_size, batch_norm=adapted)
     return latent, weights
+
+
+def _query_batches(model: SCALEX, adata: AnnData) -> np.ndarray:
+    """Each cell's batch in the model's batch column; one batch where the column is missing."""
+    batch_key = model.registry_["setup_args"]["batch_key"]
+    if batch_key is not None and batch_key in adata.obs:
+        return adata.obs[batch_key].astype(str).to_numpy()
+    return np.full(adata.n_obs, NO_BATCH_CATEGORY)
+
+
+def _draw_per_batch(batches: np.ndarray, max_cells: int | None, seed: int) -> np.ndarray | None:
+    """Sorted indices of at most ``max_cells`` random cells per batch; ``None`` for all cells."""
+    if max_cells is None:
+        return None
+    if max_cells < MIN_BATCH_NORM_CELLS:
+        raise ValueError(f"max_cells must be at least {MIN_BATCH_NORM_CELLS}, not {max_cells}.")
+    names, codes, sizes = np.unique(batches, return_inverse=True, return_counts=True)
+    if sizes.max() <= max_cells:
+        return None
+    rng = np.random.default_rng(seed)
+    drawn = [
+        rng.choice(cells, max_cells, replace=False) if len(cells) > max_cells else cells
+        for cells in (np.flatnonzero(codes == code) for code in range(len(names)))
+    ]
+    return np.sort(np.concatenate(drawn))
 
 
 def adapted_statistics(
@@ -165,11 +218,7 @@ def adapted_statistics(
     labels = np.asarray(labels, dtype=str)
     if labels.shape != (adata.n_obs,):
         raise ValueError(f"Got {len(labels)} labels for {adata.n_obs} query cells.")
-    batch_key = model.registry_["setup_args"]["batch_key"]
-    if batch_key is not None and batch_key in adata.obs:
-        batches = adata.obs[batch_key].astype(str).to_numpy()
-    else:
-        batches = np.full(adata.n_obs, NO_BATCH_CATEGORY)
+    batches = _query_batches(model, adata)
     counts = pd.Series(reference_statistics.n_effective, index=reference_statistics.names)
     frequencies = counts / counts.sum()
     weights = composition_weights(labels, frequencies, batches, unknown_label)

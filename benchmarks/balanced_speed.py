@@ -1,0 +1,185 @@
+"""Balanced encoder statistics on a large query: every cell labelled, or a draw of each batch.
+
+``Atlas.map(..., batch_norm="balanced")`` labels query cells with the running statistics to
+weigh each query batch to the reference's cell-type composition, then embeds the query again.
+Labelling every cell made it the slowest projection on the protein split (84,276 query cells
+onto 338,406; ``projection.md``). Its statistics can come from a draw of each batch instead
+(``balance_cells``: at most ``sx.tl.BALANCE_CELLS`` cells per batch, labelled by the atlas's
+classifier refitted on ``sx.tl.BALANCE_REFERENCE_CELLS`` reference cells). This script times,
+side by side in one run on one split and seed:
+
+- SCALEX (package defaults) projected with running statistics, with balanced statistics from
+  every cell, and with balanced statistics from the draw; the atlas's classifier is the cosine
+  one recommended for label transfer (``Atlas.build(..., transfer_kwargs={"metric":
+  "cosine"})``), built outside the timing as an atlas builds it once (the refitted one too);
+- scArches: scVI trained on the reference, then ``load_query_data`` + query training, as in
+  ``projection.py`` (``run_scarches``).
+
+Each SCALEX projection is timed from the raw query (``prepare_query`` included) as
+``projection.py`` does: the median of three calls. Labels are transferred with the same cosine
+classifier for every method and scored over query cells of known types. The reading rule
+(rule 10) is in ``results/label_metric_notes.md``, written before the run. Writes
+benchmarks/results/balanced_speed.{md,csv}.
+
+    python benchmarks/balanced_speed.py [--split adt_holdout_studies] [--seed 0]
+        [--iterations 200 --scvi-epochs 1 --query-epochs 1 --out /tmp/x]   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import scalex_scvi as sx
+
+from _common import RESULTS, notes_and_provenance
+from label_rules import transfer_scores
+from projection import (
+    LABEL,
+    SPLITS,
+    prepared_split,
+    run_scalex,
+    run_scarches,
+    scarches_epochs,
+)
+
+ARMS = {
+    "SCALEX, running": "running",
+    "SCALEX, balanced (every cell)": "balanced",
+    "SCALEX, balanced (draw)": "balanced_sampled",
+}
+SCARCHES = "scArches (scVI)"
+DRAW, EVERY_CELL = "SCALEX, balanced (draw)", "SCALEX, balanced (every cell)"
+MIN_SPEEDUP = 100  # issue 3: projection at least 100x faster than scArches' query training
+METRIC = "cosine"
+
+
+def measure(split_name: str, seed: int, iterations, scvi_epochs, query_epochs) -> pd.DataFrame:
+    """Time and score every arm and scArches on one split (one row per method)."""
+    split = SPLITS[split_name]
+    reference, query_raw = prepared_split(split)
+    _, query, results = run_scalex(
+        reference, query_raw, iterations, seed, arms=ARMS, transfer_kwargs={"metric": METRIC}
+    )
+    results[SCARCHES] = run_scarches(
+        reference,
+        query,
+        seed,
+        scarches_epochs(split, reference, scvi_epochs),
+        query_epochs or split.query_epochs,
+    )
+    labels = np.asarray(reference.obs[LABEL], dtype=str)
+    batches = np.asarray(reference.obs["batch"], dtype=str)
+    query_labels = np.asarray(query.obs[LABEL], dtype=str)
+    every_cell = results[EVERY_CELL]["query_latent"]
+    rows = []
+    for method, result in results.items():
+        scores = transfer_scores(
+            result["ref_latent"],
+            labels,
+            batches,
+            result["query_latent"],
+            query_labels,
+            metric=METRIC,
+        )
+        rows.append(
+            {
+                "split": split_name,
+                "seed": seed,
+                "method": method,
+                "n_reference": reference.n_obs,
+                **scores,
+                "projection_s": result["project_s"],
+                "projection_first_s": result.get("project_first_s", np.nan),
+                "projection_peak_mib": result["project_mib"],
+                "cells_per_s": query.n_obs / result["project_s"],
+                "max_abs_difference_from_every_cell": float(
+                    np.abs(result["query_latent"] - every_cell).max()
+                )
+                if method in ARMS
+                else np.nan,
+                "train_s": result["train_s"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    scarches_s = table.loc[table["method"] == SCARCHES, "projection_s"].iloc[0]
+    table["speedup_over_scarches"] = scarches_s / table["projection_s"]
+    table["query_batches"] = query.obs["batch"].nunique()
+    table["largest_query_batch"] = int(query.obs["batch"].value_counts().max())
+    return table
+
+
+def rule_reading(table: pd.DataFrame) -> str:
+    """Rule 10 of ``label_metric_notes.md`` (markdown)."""
+    draw = table[table["method"] == DRAW].iloc[0]
+    met = draw["speedup_over_scarches"] >= MIN_SPEEDUP
+    return (
+        "## Rule 10\n\n"
+        f"- Balanced statistics from the draw: {draw['speedup_over_scarches']:.0f}× faster than "
+        f"scArches' query training (at least {MIN_SPEEDUP}×: {'yes' if met else 'no'}); "
+        f"rule 10 {'holds' if met else 'fails'}.\n\n"
+    )
+
+
+def write_report(table: pd.DataFrame, out: Path, args) -> None:
+    table.to_csv(out / "balanced_speed.csv", index=False)
+    shown = table[
+        [
+            "method",
+            "projection_s",
+            "projection_first_s",
+            "speedup_over_scarches",
+            "cells_per_s",
+            "projection_peak_mib",
+            "macro_f1",
+            "accuracy",
+            "unknown_rate_known",
+            "max_abs_difference_from_every_cell",
+        ]
+    ]
+    first = table.iloc[0]
+    budget = "package defaults" if args.iterations is None else f"{args.iterations} iterations"
+    with open(out / "balanced_speed.md", "w") as fh:
+        fh.write("# Balanced statistics on a large query: every cell labelled, or a draw\n\n")
+        fh.write(
+            f"Split `{first['split']}` ({int(first['n_reference'])} reference cells, "
+            f"{int(first['n_query'])} query cells in {int(first['query_batches'])} batches, "
+            f"the largest {int(first['largest_query_batch'])}), seed {args.seed}, SCALEX "
+            f"trained with {budget}. The draw: at most {sx.tl.BALANCE_CELLS} cells per query "
+            "batch, labelled by the cosine classifier refitted on "
+            f"{sx.tl.BALANCE_REFERENCE_CELLS:,} reference cells (`Atlas.map`'s "
+            "`balance_cells`). `projection_s`: SCALEX from the raw query (`prepare_query` "
+            "included), the median of three calls (`projection_first_s`: the first); "
+            "scArches: `load_query_data` + query training. Labels transferred with cosine "
+            "neighbours for every method, scored over query cells of known types; "
+            "`max_abs_difference_from_every_cell`: largest difference of an arm's query "
+            "embedding from that of balanced statistics from every cell.\n\n"
+        )
+        fh.write(shown.to_markdown(index=False, floatfmt=".4g") + "\n\n")
+        fh.write(rule_reading(table))
+        fh.write(notes_and_provenance(out, "balanced_speed"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--split", default="adt_holdout_studies", choices=list(SPLITS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--iterations", type=int, default=None, help="SCALEX (smoke runs)")
+    parser.add_argument("--scvi-epochs", type=int, default=None, help="override (smoke runs)")
+    parser.add_argument("--query-epochs", type=int, default=None, help="override (smoke runs)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("scvi").setLevel(logging.WARNING)
+    table = measure(args.split, args.seed, args.iterations, args.scvi_epochs, args.query_epochs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_report(table, args.out, args)
+    print(table.to_string())
+
+
+if __name__ == "__main__":
+    main()
