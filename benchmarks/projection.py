@@ -6,8 +6,9 @@ For each split of the shared data (a reference and a query of other batches), in
   iterations, early stopping); project the query with the frozen encoder
   (``prepare_query`` + ``get_latent_representation``) with three choices of the encoder's
   BatchNorm statistics for the query: running (learnt on the reference), per query batch, and
-  per query batch balanced to the reference's cell-type composition (``sx.tl.balanced_latent``,
-  ``Atlas.map(..., batch_norm="balanced")``).
+  per query batch balanced to the reference's cell-type composition (``sx.tl.balanced_latent``
+  labelling every query cell: ``Atlas.map(..., batch_norm="balanced", balance_cells=None)``;
+  the default draw is timed in ``balanced_speed.py``).
 - **scArches (scVI)**: scVI trained on the reference counts with scArches' recommended settings,
   then ``load_query_data`` + query training (200 epochs, weight decay 0, as scvi-tools'
   reference-mapping tutorial), then the latent. scvi-tools 1.4.2 leaves the query model in

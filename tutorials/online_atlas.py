@@ -78,8 +78,9 @@ fig.savefig("tutorial_projection.png", dpi=100)
 # `projection_seeds.md`); where some query cells carry known labels, compare both as below.
 # For label transfer the benchmarks recommend balanced statistics with an atlas built with
 # `transfer_kwargs={"metric": "cosine"}`: macro-F1 at least scArches' (same classifier) on 5 of 7
-# projection splits, 2 of 7 with the defaults (`benchmarks/results/label_atlas.md`); it labels
-# every query cell before embedding it again, so it is slower on large queries.
+# projection splits, 2 of 7 with the defaults (`benchmarks/results/label_atlas.md`). It labels
+# a draw of at most 500 cells per query batch before embedding every cell again
+# (`balance_cells`), which adds little time even on large queries.
 
 # %%
 balanced = atlas.map(query_raw, batch_key="batch", source="3pv1", batch_norm="balanced")
