@@ -161,71 +161,74 @@ def with_peers(atlas: pd.DataFrame, metric_table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([atlas.drop(columns=JOB_COLUMNS), peers], ignore_index=True)
 
 
-def rule_reading(table: pd.DataFrame) -> str:
-    """Rule 7 of ``label_metric_notes.md``, judged on :data:`READING_SEEDS` (markdown)."""
+def _judged(table: pd.DataFrame, method: str, title: str, noun: str, extra) -> str:
+    """A rule for ``method`` judged on :data:`READING_SEEDS` (markdown): (a) at least scArches
+    (cosine) on :data:`MIN_SPLITS` splits, (b) known cells called "Unknown", then the
+    conditions ``extra(reading, rows)`` returns (name -> met) and the lines it adds after the
+    verdict; ``noun`` names what is counted when too few jobs are there."""
     seeds = ", ".join(map(str, READING_SEEDS))
-    heading = f"## Rule 7, judged on seeds {seeds}\n\n"
+    heading = f"## {title}, judged on seeds {seeds}\n\n"
     reading = table[table["seed"].isin(READING_SEEDS)]
-    atlas = reading[reading["method"] == ATLAS]
+    rows = reading[reading["method"] == method]
     n_splits, needed = len(SPLITS), len(SPLITS) * len(READING_SEEDS)
-    if len(atlas) < needed:
-        return heading + f"Not judged: {len(atlas)} of {needed} jobs ran.\n\n"
-    euclidean = reading[(reading["method"] == SECOND_RUN) & (reading["metric"] == "euclidean")]
-    known = atlas["unknown_rate_known"].mean()
-    fall = euclidean["unknown_rate_novel"].mean() - atlas["unknown_rate_novel"].mean()
-    count = splits_at_least(reading, ATLAS)
+    if len(rows) < needed:
+        return heading + f"Not judged: {len(rows)} of {needed} jobs {noun}.\n\n"
+    count = splits_at_least(reading, method)
+    known = rows["unknown_rate_known"].mean()
+    more, notes = extra(reading, rows)
     conditions = {
         f"(a) at least scArches (cosine) on >= {MIN_SPLITS} of {n_splits} splits "
         f"({count} of {n_splits})": count >= MIN_SPLITS,
         f"(b) known cells called Unknown <= {MAX_UNKNOWN_KNOWN} ({known:.4f})": (
             known <= MAX_UNKNOWN_KNOWN
         ),
-        f"(c) novel lung lines called Unknown fall <= {MAX_NOVEL_FALL} against balanced "
-        f"statistics with Euclidean neighbours (fall {fall:.4f})": fall <= MAX_NOVEL_FALL,
+        **more,
     }
-    lines = [f"- Rule 7: {'holds' if all(conditions.values()) else 'fails'}."]
+    rule = title.split(" (")[0]
+    lines = [f"- {rule}: {'holds' if all(conditions.values()) else 'fails'}."]
     lines += [f"  - {name}: {'yes' if met else 'no'}" for name, met in conditions.items()]
-    lines.append(
-        f"- Not part of the rule: against scArches with its better metric per split, "
-        f"{splits_at_least(reading, ATLAS, best=True)} of {n_splits} over seeds {seeds}."
-    )
-    return heading + "\n".join(lines) + "\n\n"
+    return heading + "\n".join(lines + notes) + "\n\n"
+
+
+def rule_reading(table: pd.DataFrame) -> str:
+    """Rule 7 of ``label_metric_notes.md``, judged on :data:`READING_SEEDS` (markdown)."""
+
+    def novel_fall(reading: pd.DataFrame, atlas: pd.DataFrame):
+        euclidean = reading[(reading["method"] == SECOND_RUN) & (reading["metric"] == "euclidean")]
+        fall = euclidean["unknown_rate_novel"].mean() - atlas["unknown_rate_novel"].mean()
+        name = (
+            f"(c) novel lung lines called Unknown fall <= {MAX_NOVEL_FALL} against balanced "
+            f"statistics with Euclidean neighbours (fall {fall:.4f})"
+        )
+        seeds = ", ".join(map(str, READING_SEEDS))
+        note = (
+            f"- Not part of the rule: against scArches with its better metric per split, "
+            f"{splits_at_least(reading, ATLAS, best=True)} of {len(SPLITS)} over seeds {seeds}."
+        )
+        return {name: fall <= MAX_NOVEL_FALL}, [note]
+
+    return _judged(table, ATLAS, "Rule 7", "ran", novel_fall)
 
 
 def draw_reading(table: pd.DataFrame) -> str:
     """Rule 9 of ``label_metric_notes.md`` (the draw), judged on :data:`READING_SEEDS`."""
-    seeds = ", ".join(map(str, READING_SEEDS))
-    heading = f"## Rule 9 (balanced statistics from a draw), judged on seeds {seeds}\n\n"
-    reading = table[table["seed"].isin(READING_SEEDS)]
-    draw = reading[reading["method"] == DRAW]
-    n_splits, needed = len(SPLITS), len(SPLITS) * len(READING_SEEDS)
-    if len(draw) < needed:
-        return heading + f"Not judged: {len(draw)} of {needed} jobs scored.\n\n"
-    count = splits_at_least(reading, DRAW)
-    known = draw["unknown_rate_known"].mean()
-    drawn = draw[~draw["draw_is_every_cell"].astype(bool)]
-    every = reading[reading["method"] == ATLAS].set_index(["split", "seed"])["macro_f1"]
-    change = (
-        drawn.set_index(["split", "seed"])["macro_f1"]
-        - every.loc[drawn.set_index(["split", "seed"]).index]
-    )
-    by_split = change.groupby(level="split").mean()
-    conditions = {
-        f"(a) at least scArches (cosine) on >= {MIN_SPLITS} of {n_splits} splits "
-        f"({count} of {n_splits})": count >= MIN_SPLITS,
-        f"(b) known cells called Unknown <= {MAX_UNKNOWN_KNOWN} ({known:.4f})": (
-            known <= MAX_UNKNOWN_KNOWN
-        ),
-        f"(c) macro-F1 at most {MAX_DRAW_LOSS} below balanced statistics from every cell where "
-        f"the draw differs ({', '.join(f'{k}: {v:+.4f}' for k, v in by_split.items())})": bool(
-            (by_split >= -MAX_DRAW_LOSS).all()
-        ),
-    }
-    lines = [f"- Rule 9: {'holds' if all(conditions.values()) else 'fails'}."]
-    lines += [f"  - {name}: {'yes' if met else 'no'}" for name, met in conditions.items()]
-    same = sorted(draw.loc[draw["draw_is_every_cell"].astype(bool), "split"].unique())
-    lines.append(f"- The draw takes every cell (the same computation) on: {', '.join(same)}.")
-    return heading + "\n".join(lines) + "\n\n"
+
+    def draw_loss(reading: pd.DataFrame, draw: pd.DataFrame):
+        drawn = draw[~draw["draw_is_every_cell"].astype(bool)].set_index(["split", "seed"])
+        every = reading[reading["method"] == ATLAS].set_index(["split", "seed"])["macro_f1"]
+        change = drawn["macro_f1"] - every.loc[drawn.index]
+        by_split = change.groupby(level="split").mean()
+        name = (
+            f"(c) macro-F1 at most {MAX_DRAW_LOSS} below balanced statistics from every cell "
+            "where the draw differs ("
+            + ", ".join(f"{k}: {v:+.4f}" for k, v in by_split.items())
+            + ")"
+        )
+        same = sorted(draw.loc[draw["draw_is_every_cell"].astype(bool), "split"].unique())
+        note = f"- The draw takes every cell (the same computation) on: {', '.join(same)}."
+        return {name: bool((by_split >= -MAX_DRAW_LOSS).all())}, [note]
+
+    return _judged(table, DRAW, "Rule 9 (balanced statistics from a draw)", "scored", draw_loss)
 
 
 def write_report(atlas: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:

@@ -186,11 +186,14 @@ def test_save_load_gives_identical_results(atlas, query_raw, tmp_path):
     assert (second.obs["cell_type_predicted"] == first.obs["cell_type_predicted"]).all()
     np.testing.assert_array_equal(loaded.adata.obsm["X_scalex"], atlas.adata.obsm["X_scalex"])
     assert loaded.classifier.distance_cutoff_ == atlas.classifier.distance_cutoff_
-    balanced = [
-        _map_quietly(each, query_raw, batch_key="batch", batch_norm="balanced")
-        for each in (atlas, loaded)
-    ]
-    np.testing.assert_array_equal(balanced[1].obsm["X_scalex"], balanced[0].obsm["X_scalex"])
+    for cells in (None, 100):  # every query cell, and a draw of 100
+        balanced = [
+            _map_quietly(
+                each, query_raw, batch_key="batch", batch_norm="balanced", balance_cells=cells
+            )
+            for each in (atlas, loaded)
+        ]
+        np.testing.assert_array_equal(balanced[1].obsm["X_scalex"], balanced[0].obsm["X_scalex"])
 
 
 def test_cutoff_across_batches_is_kept_on_save_load(trained, reference, tmp_path):

@@ -169,7 +169,10 @@ def _draw_per_batch(batches: np.ndarray, max_cells: int | None, seed: int) -> np
     if max_cells is None:
         return None
     if max_cells < MIN_BATCH_NORM_CELLS:
-        raise ValueError(f"max_cells must be at least {MIN_BATCH_NORM_CELLS}, not {max_cells}.")
+        raise ValueError(
+            f"max_cells (Atlas.map's balance_cells) must be at least {MIN_BATCH_NORM_CELLS}, "
+            f"not {max_cells}: fewer cells keep the running statistics."
+        )
     names, codes, sizes = np.unique(batches, return_inverse=True, return_counts=True)
     if sizes.max() <= max_cells:
         return None
