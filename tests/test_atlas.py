@@ -196,6 +196,26 @@ def test_save_load_gives_identical_results(atlas, query_raw, tmp_path):
         np.testing.assert_array_equal(balanced[1].obsm["X_scalex"], balanced[0].obsm["X_scalex"])
 
 
+def test_missing_reference_labels_stay_missing_on_save_load(
+    trained, reference, query_raw, tmp_path
+):
+    partly = reference.copy()
+    partly.obs["cell_type"] = partly.obs["cell_type"].astype(object)
+    partly.obs.loc[partly.obs_names[::3], "cell_type"] = np.nan
+    before = partly.copy()
+    atlas = sx.Atlas.build(trained, partly, label_key="cell_type")
+    assert_adata_equal(partly, before)
+    missing = atlas.adata.obs["cell_type"].isna().to_numpy()
+    np.testing.assert_array_equal(missing, before.obs["cell_type"].isna().to_numpy())
+    assert "nan" not in set(atlas.classifier.categories_)
+    atlas.save(tmp_path / "atlas")
+    loaded = sx.Atlas.load(tmp_path / "atlas")
+    np.testing.assert_array_equal(loaded.adata.obs["cell_type"].isna().to_numpy(), missing)
+    np.testing.assert_array_equal(loaded.classifier.categories_, atlas.classifier.categories_)
+    first, second = (_map_quietly(each, query_raw, batch_key="batch") for each in (atlas, loaded))
+    assert (second.obs["cell_type_predicted"] == first.obs["cell_type_predicted"]).all()
+
+
 def test_cutoff_across_batches_is_kept_on_save_load(trained, reference, tmp_path):
     atlas = sx.Atlas.build(
         trained,

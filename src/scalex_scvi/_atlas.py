@@ -103,7 +103,9 @@ class Atlas:
             Reference cells, prepared like the training data (for a model set up with a MuData,
             also a MuData: its modality of the model's name); ``None`` uses the model's data.
         label_key
-            Column of ``adata.obs`` with cell labels to transfer; ``None`` for none.
+            Column of ``adata.obs`` with cell labels to transfer; ``None`` for none. Cells
+            whose label is missing stay in the atlas, unlabelled (also after save/load), and
+            lend no label to new cells.
         source
             Name recorded in ``obs['source']`` for these cells.
         n_neighbors, min_dist
@@ -164,7 +166,8 @@ class Atlas:
             obs[batch_key] = adata.obs[batch_key].astype(str).to_numpy()
         classifier = statistics = None
         if label_key is not None:
-            obs[label_key] = adata.obs[label_key].astype(str).to_numpy()
+            labels = adata.obs[label_key]
+            obs[label_key] = labels.astype(str).where(labels.notna()).to_numpy()  # NaN kept
             obs[ORIGIN_KEY] = "reference"
             classifier = KNNLabelTransfer(**(transfer_kwargs or {}))
             batches = obs[batch_key] if batch_key is not None and batch_key in obs else None
@@ -475,9 +478,12 @@ class Atlas:
             cutoff = params.pop("distance_cutoff")
             label_cutoffs = params.pop("label_cutoffs", None)  # older atlas.json files lack it
             reference = (cells.obs[ORIGIN_KEY] == "reference").to_numpy()
+            labels = cells.obs[label_key].astype(object)
+            # atlases written before missing labels were kept missing stored them as "nan"
+            labels = labels.where(labels.notna() & (labels != "nan"))
             classifier = KNNLabelTransfer(**params).fit(
                 cells.obsm[LATENT_KEY][reference],
-                cells.obs[label_key].to_numpy()[reference],
+                labels.to_numpy()[reference],
                 distance_cutoff=cutoff,
                 label_cutoffs=label_cutoffs,
             )
