@@ -47,13 +47,11 @@ from projection import (
     scarches_epochs,
 )
 
-ARMS = {
-    "SCALEX, running": "running",
-    "SCALEX, balanced (every cell)": "balanced",
-    "SCALEX, balanced (draw)": "balanced_sampled",
-}
+RUNNING = "SCALEX, running"
+EVERY_CELL = "SCALEX, balanced (every cell)"
+DRAW = "SCALEX, balanced (draw)"
+ARMS = {RUNNING: "running", EVERY_CELL: "balanced", DRAW: "balanced_sampled"}
 SCARCHES = "scArches (scVI)"
-DRAW, EVERY_CELL = "SCALEX, balanced (draw)", "SCALEX, balanced (every cell)"
 MIN_SPEEDUP = 100  # issue 3: projection at least 100x faster than scArches' query training
 METRIC = "cosine"
 

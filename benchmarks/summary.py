@@ -23,6 +23,7 @@ import pandas as pd
 
 from _common import RESULTS, provenance
 from balanced_speed import DRAW as SPEED_DRAW
+from balanced_speed import RUNNING as SPEED_RUNNING
 from balanced_speed import SCARCHES as SPEED_SCARCHES
 from label_atlas import ATLAS, DRAW
 from label_metric import split_means
@@ -310,7 +311,7 @@ def _draw_speed_row(speed: pd.DataFrame, projection: pd.DataFrame) -> dict:
         "target": "projection ≥ 100× faster than scArches' query training",
         "setting": "balanced statistics from a draw (Atlas.map default)",
         "measured": f"{split} {draw:.0f}× (one run, scArches {scarches:.0f} s; running "
-        f"statistics {scarches / times['SCALEX, running']:.0f}× in it); other splits the "
+        f"statistics {scarches / times[SPEED_RUNNING]:.0f}× in it); other splits the "
         f"every-cell computation, {others.min():.0f}–{others.max():.0f}×",
         "met": f"{int((others >= 100).sum() + (draw >= 100))} of {len(others) + 1} splits",
     }

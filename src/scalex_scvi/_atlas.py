@@ -418,14 +418,7 @@ class Atlas:
             "classifier": None
             if self.classifier is None
             else {
-                "n_neighbors": self.classifier.n_neighbors,
-                "uncertainty_threshold": self.classifier.uncertainty_threshold,
-                "distance_quantile": self.classifier.distance_quantile,
-                "calibration": self.classifier.calibration,
-                "per_label_cutoff": self.classifier.per_label_cutoff,
-                "min_label_cells": self.classifier.min_label_cells,
-                "unknown_label": self.classifier.unknown_label,
-                "metric": self.classifier.metric,
+                **self.classifier.get_params(),  # scikit-learn's, from the constructor
                 "distance_cutoff": self.classifier.distance_cutoff_,
                 "label_cutoffs": self.classifier.label_cutoffs_.to_dict(),
             },

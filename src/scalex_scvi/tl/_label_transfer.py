@@ -9,13 +9,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from sklearn.base import BaseEstimator
 from sklearn.neighbors import NearestNeighbors
 
 UNKNOWN = "Unknown"
 _CUTOFF_SAMPLE = 20_000
 
 
-class KNNLabelTransfer:
+class KNNLabelTransfer(BaseEstimator):
     """Distance-weighted kNN classifier with an "Unknown" call, fitted once on a reference.
 
     Neighbours are found exactly with scikit-learn's :class:`~sklearn.neighbors.NearestNeighbors`
@@ -295,15 +296,10 @@ class KNNLabelTransfer:
         draw = np.sort(
             np.random.default_rng(seed).choice(len(self.codes_), n_cells, replace=False)
         )
-        return KNNLabelTransfer(
-            n_neighbors=self.n_neighbors,
-            uncertainty_threshold=self.uncertainty_threshold,
-            distance_quantile=self.distance_quantile,
-            per_label_cutoff=self.per_label_cutoff,
-            min_label_cells=self.min_label_cells,
-            unknown_label=self.unknown_label,
-            metric=self.metric,
-        ).fit(self._embedding[draw], self.categories_[self.codes_[draw]], seed=seed)
+        settings = {**self.get_params(), "calibration": "reference"}
+        return KNNLabelTransfer(**settings).fit(
+            self._embedding[draw], self.categories_[self.codes_[draw]], seed=seed
+        )
 
     def predict(self, embedding: np.ndarray, index: pd.Index | None = None) -> pd.DataFrame:
         """Labels of query cells.
