@@ -158,9 +158,43 @@ def test_layer_norm_encoder_normalises_each_cell_over_its_hidden_units():
     torch.testing.assert_close(qzm, expected)
     torch.testing.assert_close(module.inference(x[2:3])["qzm"], expected[2:3])
     with pytest.raises(ValueError, match="no BatchNorm statistics"):
-        module.inference(x, hidden_stats=(torch.zeros(6, 16), torch.ones(6, 16)))
+        module.inference(x, hidden_stats=(torch.zeros(1, 16), torch.ones(1, 16), torch.zeros(6)))
     with pytest.raises(ValueError, match="'batch' or 'layer'"):
         SCALEXVAE(8, encoder_norm="group")
+
+
+def test_group_statistics_normalise_each_cell_with_its_group():
+    torch.manual_seed(0)
+    module = SCALEXVAE(8, n_batch=2, n_hidden=16, n_latent=4)
+    encoder = module.z_encoder
+    with torch.no_grad():
+        encoder.norm.weight.uniform_(0.5, 1.5)
+        encoder.norm.bias.uniform_(-0.5, 0.5)
+        encoder.norm.running_mean.uniform_(-1.0, 1.0)
+        encoder.norm.running_var.uniform_(0.5, 2.0)
+    module.eval()
+    x = torch.rand(9, 8)
+    mean, var = torch.randn(3, 16), torch.rand(3, 16) + 0.1
+    groups = torch.tensor([2, 0, 0, 1, 2, 1, 0, 2, 2])  # interleaved
+    with torch.no_grad():
+        h = encoder.fc(x)
+        by_hand = (h - mean[groups]) / torch.sqrt(var[groups] + encoder.norm.eps)
+        h = torch.relu(by_hand * encoder.norm.weight + encoder.norm.bias)
+        expected = encoder.mean_encoder(h)
+        qzm = module.inference(x, hidden_stats=(mean, var, groups))["qzm"]
+        torch.testing.assert_close(qzm, expected)
+        # a cell's result depends on its group's statistics only, not on the other cells
+        order = torch.randperm(9)
+        shuffled = module.inference(x[order], hidden_stats=(mean, var, groups[order]))["qzm"]
+        assert torch.equal(shuffled, qzm[order])
+        # one group holding the running statistics: the running path, bit for bit
+        norm = encoder.norm
+        one_group = torch.zeros(9, dtype=torch.long)
+        running = (norm.running_mean[None], norm.running_var[None], one_group)
+        with_running = module.inference(x, hidden_stats=running)["qzm"]
+        assert torch.equal(with_running, module.inference(x)["qzm"])
+        with pytest.raises(ValueError, match="one group per cell"):
+            module.inference(x, hidden_stats=(mean, var, groups[:-1]))
 
 
 def test_training_step_with_one_cell_does_not_crash():

@@ -508,11 +508,10 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """Encode the loader's mini-batches (hidden statistics per batch code, if given)."""
         means, variances = [], []
         for tensors in loader:
-            cell_stats = None
+            stats = None
             if by_code is not None:
-                codes = tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).long()
-                cell_stats = (by_code[0][codes], by_code[1][codes])
-            outputs = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], hidden_stats=cell_stats)
+                stats = (*by_code, tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).long())
+            outputs = self.module.inference(tensors[REGISTRY_KEYS.X_KEY], hidden_stats=stats)
             if return_dist or give_mean:
                 means.append(outputs[MODULE_KEYS.QZM_KEY].cpu())
                 variances.append(outputs[MODULE_KEYS.QZV_KEY].cpu())

@@ -61,10 +61,11 @@ class BatchFreeEncoder(nn.Module):
         x
             Input of shape ``(n_cells, n_input)``.
         hidden_stats
-            Optional per-cell ``(mean, var)`` of the hidden pre-activations, each of shape
-            ``(n_cells, n_hidden)``, used instead of the BatchNorm statistics (running or
-            mini-batch). This is how statistics computed over a whole query batch are applied.
-            Only for a BatchNorm encoder.
+            Optional ``(mean, var, groups)``: statistics of the hidden pre-activations per
+            group of cells, each of shape ``(n_groups, n_hidden)``, and the group of each cell,
+            shape ``(n_cells,)``. Each cell is normalised with its group's statistics instead
+            of the BatchNorm's (running or mini-batch). This is how statistics computed over a
+            whole query batch are applied. Only for a BatchNorm encoder.
         """
         h = self.fc(x)
         if isinstance(self.norm, nn.LayerNorm):
@@ -72,8 +73,7 @@ class BatchFreeEncoder(nn.Module):
                 raise ValueError("A LayerNorm encoder has no BatchNorm statistics to replace.")
             h = self.norm(h)
         elif hidden_stats is not None:
-            mean, var = hidden_stats
-            h = (h - mean) * torch.rsqrt(var + self.norm.eps) * self.norm.weight + self.norm.bias
+            h = self._normalise_by_group(h, *hidden_stats)
         else:
             # A training mini-batch of one cell has no statistics: use the running ones.
             use_batch_stats = self.norm.training and h.shape[0] > 1
@@ -91,6 +91,44 @@ class BatchFreeEncoder(nn.Module):
                 self.norm.num_batches_tracked.add_(1)
         h = F.relu(h)
         return self.mean_encoder(h), torch.exp(self.var_encoder(h))
+
+    def _normalise_by_group(
+        self, h: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, groups: torch.Tensor
+    ) -> torch.Tensor:
+        """BatchNorm of each group's cells with that group's statistics (inference form).
+
+        One fused :func:`~torch.nn.functional.batch_norm` call per group present, rather than
+        statistics gathered for every cell: the same arithmetic as the running statistics'
+        path, so a cell's result depends on its group's statistics only, and on the common
+        mini-batch of one group no row is copied.
+        """
+        groups = groups.reshape(-1).to(h.device)
+        if groups.shape[0] != h.shape[0] or mean.shape != var.shape or mean.dim() != 2:
+            raise ValueError(
+                f"hidden_stats: (mean, var) of shape (n_groups, {h.shape[1]}) and one group per "
+                f"cell ({h.shape[0]}); got {tuple(mean.shape)}, {tuple(var.shape)} and "
+                f"{tuple(groups.shape)}."
+            )
+
+        def normalise(rows: torch.Tensor, group: int) -> torch.Tensor:
+            return F.batch_norm(
+                rows,
+                mean[group],
+                var[group],
+                self.norm.weight,
+                self.norm.bias,
+                training=False,
+                eps=self.norm.eps,
+            )
+
+        present = torch.unique(groups).tolist()
+        if len(present) == 1:
+            return normalise(h, present[0])
+        out = torch.empty_like(h)
+        for group in present:
+            cells = groups == group
+            out[cells] = normalise(h[cells], group)
+        return out
 
 
 class DSBNDecoder(nn.Module):

@@ -130,7 +130,7 @@ class SCALEXVAE(BaseModuleClass):
         self,
         x: torch.Tensor,
         n_samples: int = 1,
-        hidden_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+        hidden_stats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor | Distribution]:
         r"""Encode ``x`` into :math:`q(z \mid x)` and draw ``z`` by reparameterisation.
 
@@ -141,7 +141,7 @@ class SCALEXVAE(BaseModuleClass):
         n_samples
             Number of samples of ``z``; with more than one, ``z`` has a leading sample axis.
         hidden_stats
-            Optional per-cell statistics for the encoder's BatchNorm, see
+            Optional statistics per group of cells for the encoder's BatchNorm, see
             :meth:`BatchFreeEncoder.forward`.
         """
         qzm, qzv = self.z_encoder(x, hidden_stats=hidden_stats)

@@ -173,8 +173,8 @@ def _draw_per_batch(batches: np.ndarray, max_cells: int | None, seed: int) -> np
             f"max_cells (Atlas.map's balance_cells) must be at least {MIN_BATCH_NORM_CELLS}, "
             f"not {max_cells}: fewer cells keep the running statistics."
         )
-    names, codes, sizes = np.unique(batches, return_inverse=True, return_counts=True)
-    if sizes.max() <= max_cells:
+    codes, names = pd.factorize(batches, sort=True)  # sorted: draws do not depend on order
+    if np.bincount(codes).max() <= max_cells:
         return None
     rng = np.random.default_rng(seed)
     drawn = [
