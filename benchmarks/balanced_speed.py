@@ -17,8 +17,8 @@ side by side in one run on one split and seed:
 
 Each SCALEX projection is timed from the raw query (``prepare_query`` included) as
 ``projection.py`` does: the median of three calls. Labels are transferred with the same cosine
-classifier for every method and scored over query cells of known types. The reading rule
-(rule 10) is in ``results/label_metric_notes.md``, written before the run. Writes
+classifier for every method and scored over query cells of known types. The reading rules
+(10 and 12) are in ``results/label_metric_notes.md``, written before the run. Writes
 benchmarks/results/balanced_speed.{md,csv}.
 
     python benchmarks/balanced_speed.py [--split adt_holdout_studies] [--seed 0]

@@ -193,8 +193,9 @@ def test_group_statistics_normalise_each_cell_with_its_group():
         running = (norm.running_mean[None], norm.running_var[None], one_group)
         with_running = module.inference(x, hidden_stats=running)["qzm"]
         assert torch.equal(with_running, module.inference(x)["qzm"])
-        with pytest.raises(ValueError, match="one group per cell"):
-            module.inference(x, hidden_stats=(mean, var, groups[:-1]))
+        for bad in ((mean, var, groups[:-1]), (mean[:, :-1], var[:, :-1], groups)):
+            with pytest.raises(ValueError, match="one group per cell"):
+                module.inference(x, hidden_stats=bad)
 
 
 def test_training_step_with_one_cell_does_not_crash():

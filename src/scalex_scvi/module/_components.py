@@ -103,7 +103,8 @@ class BatchFreeEncoder(nn.Module):
         mini-batch of one group no row is copied.
         """
         groups = groups.reshape(-1).to(h.device)
-        if groups.shape[0] != h.shape[0] or mean.shape != var.shape or mean.dim() != 2:
+        width_ok = mean.dim() == 2 and mean.shape[1] == h.shape[1] and mean.shape == var.shape
+        if groups.shape[0] != h.shape[0] or not width_ok:
             raise ValueError(
                 f"hidden_stats: (mean, var) of shape (n_groups, {h.shape[1]}) and one group per "
                 f"cell ({h.shape[0]}); got {tuple(mean.shape)}, {tuple(var.shape)} and "
