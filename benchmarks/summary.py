@@ -4,6 +4,7 @@ Trains and scores nothing. Reads the tables the other scripts wrote (``panel.csv
 ``partial_overlap.csv``, ``partial_overlap_seed1.csv``, ``partial_overlap_original*.csv``,
 ``partial_overlap_per_batch*.csv``,
 ``projection.csv``, ``projection_seeds.csv``, ``label_atlas.csv``, ``balanced_speed.csv``,
+``balanced_speed_splits.csv``,
 ``throughput.json``), reduces them with the same
 functions their reports use, and writes benchmarks/results/summary.{md,png}: scib Total over
 seeds, over-correction on the partial-overlap series, label transfer against scArches, and every
@@ -72,6 +73,8 @@ PROJECTION_ARMS = {
     SCARCHES: SCARCHES,
 }
 RUNNING_ARM = "SCALEX (this package)"
+# balanced_speed.py's runs of the current code (the protein split; the six small splits)
+SPEED_RUNS = ("balanced_speed.csv", "balanced_speed_splits.csv")
 BALANCED_ARM = "SCALEX, balanced BatchNorm"
 
 
@@ -254,8 +257,10 @@ def target_rows(
                 "met": f"{int((speed_up >= 100).sum())} of {len(speed_up)} splits",
             }
         )
-    if (RESULTS / "balanced_speed.csv").exists():
-        rows.append(_draw_speed_row(pd.read_csv(RESULTS / "balanced_speed.csv"), projection))
+    speed_paths = [RESULTS / name for name in SPEED_RUNS]
+    speed_tables = [pd.read_csv(path) for path in speed_paths if path.exists()]
+    if speed_tables:
+        rows.append(_draw_speed_row(pd.concat(speed_tables, ignore_index=True), projection))
     for column in list(PROJECTION_ARMS)[:2]:
         name = PROJECTION_ARMS[column]
         at_least = projection[name] >= projection[SCARCHES]
@@ -299,21 +304,30 @@ def target_rows(
 
 
 def _draw_speed_row(speed: pd.DataFrame, projection: pd.DataFrame) -> dict:
-    """The 100× target for balanced statistics from a draw: its speed-up on the split of
-    ``balanced_speed.csv`` (one run), and on the other splits, where the draw is the every-cell
-    computation, the balanced speed-up of ``projection.csv``."""
-    split = speed["split"].iloc[0]
-    times = speed.set_index("method")["projection_s"]
-    scarches = times[SPEED_SCARCHES]
-    others = projection.drop(index=split)["speed-up (balanced, seed 0)"]
-    draw = scarches / times[SPEED_DRAW]
+    """The 100× target for balanced statistics from a draw (cosine classifier, as an atlas
+    recommended for label transfer runs it): its speed-up on each split of the
+    ``balanced_speed*.csv`` runs (one run each, against scArches in the same run); on splits
+    they lack, where the draw is the every-cell computation, the balanced speed-up of
+    ``projection.csv`` (Euclidean classifier)."""
+    times = speed.pivot_table(index="split", columns="method", values="projection_s")
+    draw = times[SPEED_SCARCHES] / times[SPEED_DRAW]
+    running = times[SPEED_SCARCHES] / times[SPEED_RUNNING]
+    measured = "; ".join(
+        f"{split} {draw[split]:.0f}× (scArches {times.loc[split, SPEED_SCARCHES]:.1f} s, "
+        f"running statistics {running[split]:.0f}×)"
+        for split in draw.index
+    )
+    others = projection.drop(index=draw.index, errors="ignore")["speed-up (balanced, seed 0)"]
+    if len(others):
+        measured += (
+            f"; other splits (projection.md, every cell) {others.min():.0f}–{others.max():.0f}×"
+        )
+    met = int((draw >= 100).sum() + (others >= 100).sum())
     return {
         "target": "projection ≥ 100× faster than scArches' query training",
-        "setting": "balanced statistics from a draw (Atlas.map default)",
-        "measured": f"{split} {draw:.0f}× (one run, scArches {scarches:.0f} s; running "
-        f"statistics {scarches / times[SPEED_RUNNING]:.0f}× in it); other splits the "
-        f"every-cell computation, {others.min():.0f}–{others.max():.0f}×",
-        "met": f"{int((others >= 100).sum() + (draw >= 100))} of {len(others) + 1} splits",
+        "setting": "balanced statistics from a draw (Atlas.map default), cosine neighbours",
+        "measured": measured,
+        "met": f"{met} of {len(draw) + len(others)} splits",
     }
 
 
