@@ -18,7 +18,7 @@ side by side in one run on one split and seed:
 Each SCALEX projection is timed from the raw query (``prepare_query`` included) as
 ``projection.py`` does: the median of three calls. Labels are transferred with the same cosine
 classifier for every method and scored over query cells of known types. The reading rules
-(10 and 12) are in ``results/label_metric_notes.md``, written before the run. Writes
+(10, 12 and 14) are in ``results/label_metric_notes.md``, written before the runs. Writes
 benchmarks/results/balanced_speed.{md,csv} (``--name`` for another stem).
 
     python benchmarks/balanced_speed.py [--split adt_holdout_studies ...] [--seed 0]

@@ -305,8 +305,8 @@ def target_rows(
 
 def _draw_speed_row(speed: pd.DataFrame, projection: pd.DataFrame) -> dict:
     """The 100× target for balanced statistics from a draw (cosine classifier, as an atlas
-    recommended for label transfer runs it): its speed-up on each split of the
-    ``balanced_speed*.csv`` runs (one run each, against scArches in the same run); on splits
+    recommended for label transfer runs it): its speed-up on each split of the ``SPEED_RUNS``
+    tables (one run each, against scArches in the same run); on splits
     they lack, where the draw is the every-cell computation, the balanced speed-up of
     ``projection.csv`` (Euclidean classifier)."""
     times = speed.pivot_table(index="split", columns="method", values="projection_s")
