@@ -1,0 +1,149 @@
+"""Does the decoder's per-batch scale pull disjoint cell types together?
+
+SCALEX's decoder normalises each feature per batch and then applies that batch's own scale and
+shift (``DomainSpecificBatchNorm1d``). When two batches share no cell type, a per-batch scale and
+shift for every feature can turn one decoded profile into two different ones, so the model loses
+little reconstruction by placing different types of the two batches at the same latent position,
+and the KL term rewards doing so. With one scale for all batches (per-batch shift only) the same
+latent position can differ between batches by a constant per feature only.
+
+This script trains both decoders, side by side, with the paper's settings otherwise (8,000
+iterations without early stopping, the budget of the other variant rows; seed 0), on the
+partial-overlap designs whose batches share no type (``partial_overlap.py``'s draws 0 and 1 of
+seed 0, both series), where over-correction is largest, and on the benchmark panel's datasets,
+where batches share their types. Scored as in the panel. The package has no such option: the
+variant replaces the forward of the model's own decoder normalisation (that instance only).
+Writes benchmarks/results/decoder_scale.{md,csv}; decision rule in decoder_scale_notes.md.
+
+    python benchmarks/decoder_scale.py [--iterations 8000] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import types
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scvi
+import torch
+from torch.nn import functional as F
+
+import scalex_scvi as sx
+
+from _common import RESULTS, notes_and_provenance, read
+from partial_overlap import SERIES, build
+from scaling import DATASETS
+
+DECODERS = {
+    "paper": "per-batch scale and shift (paper, package)",
+    "shared scale": "one scale for all batches, per-batch shift",
+}
+DRAWS = (0, 1)
+COLUMNS = [
+    "dataset",
+    "decoder",
+    "Total",
+    "Batch correction",
+    "Bio conservation",
+    "over_correction",
+    "batch_entropy_mixing",
+    "wall_s",
+]
+
+
+def shared_scale_forward(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+    """``DomainSpecificBatchNorm1d.forward`` with the first batch's scale used for every batch."""
+    one_hot = F.one_hot(domain.reshape(-1).long(), self.n_domains).to(x.dtype)
+    if self.training:
+        mean, var = self._batch_statistics(x, one_hot)
+    else:
+        mean, var = one_hot @ self.running_mean, one_hot @ self.running_var
+    return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[0] + one_hot @ self.bias
+
+
+def train(prepared: ad.AnnData, decoder: str, iterations: int, seed: int) -> tuple:
+    """Latent means of the training cells and training wall time."""
+    scvi.settings.seed = seed
+    adata = ad.AnnData(X=prepared.X, obs=prepared.obs[["batch"]].copy(), var=prepared.var[[]])
+    sx.SCALEX.setup_anndata(adata, batch_key="batch")
+    model = sx.SCALEX(adata)
+    if decoder == "shared scale":
+        norm = model.module.decoder.norm
+        norm.forward = types.MethodType(shared_scale_forward, norm)
+    with sx.benchmark.Resources() as used:
+        model.train(max_iterations=iterations, early_stopping=False, enable_progress_bar=False)
+    return model.get_latent_representation(), used.wall_s
+
+
+def datasets(seed: int) -> dict[str, ad.AnnData]:
+    """The designs with no shared type, then the panel's datasets, preprocessed."""
+    found = {}
+    for series, spec in SERIES.items():
+        raw = read(spec["file"])
+        for draw in DRAWS:
+            data, _ = build(raw, spec, 0, np.random.default_rng(draw + seed))
+            found[f"{series}_k0_d{draw}"] = sx.pp.preprocess(
+                data, batch_key="batch", min_features=spec["min_features"]
+            )
+    for name, (file, min_features) in DATASETS.items():
+        found[name] = sx.pp.preprocess(read(file), batch_key="batch", min_features=min_features)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--iterations", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    rows = []
+    for name, prepared in datasets(args.seed).items():
+        embeddings, walls = {}, {}
+        for decoder in DECODERS:
+            embeddings[decoder], walls[decoder] = train(
+                prepared, decoder, args.iterations, args.seed
+            )
+        table = sx.benchmark.run_benchmark(
+            prepared,
+            methods=[],
+            prepared=True,
+            embeddings=embeddings,
+            dataset=name,
+            seed=args.seed,
+            progress_bar=False,
+        ).rename(columns={"method": "decoder"})
+        table["wall_s"] = table["decoder"].map(walls)
+        rows.append(table[COLUMNS])
+        print(rows[-1].round(4).to_string(index=False), flush=True)
+    table = pd.concat(rows, ignore_index=True)
+    table.to_csv(RESULTS / "decoder_scale.csv", index=False)
+    write_report(table, args)
+
+
+def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    wide = table.pivot(index="dataset", columns="decoder", values=["over_correction", "Total"])
+    for metric in ("over_correction", "Total"):
+        wide[(metric, "shared − paper")] = wide[(metric, "shared scale")] - wide[(metric, "paper")]
+    text = (
+        "# Decoder scale: per batch (paper) or shared\n\n"
+        f"{args.iterations} iterations without early stopping, seed {args.seed}, otherwise the "
+        "package defaults. Decoders: "
+        + "; ".join(f"`{k}`: {v}" for k, v in DECODERS.items())
+        + ". Datasets `*_k0_d*`: partial-overlap designs whose two batches share no cell type "
+        "(`partial_overlap.py`, seed 0's draws); the others: the benchmark panel's datasets. "
+        "Over-correction: fraction of a cell's 100 nearest neighbours of another type (lower "
+        "is better); Total: scib-metrics, not min-max scaled.\n\n"
+        + table.round(4).to_markdown(index=False)
+        + "\n\nShared minus paper:\n\n"
+        + wide.xs("shared − paper", axis=1, level=1).round(4).to_markdown()
+        + "\n\n"
+        + notes_and_provenance(RESULTS, "decoder_scale")
+    )
+    (RESULTS / "decoder_scale.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
