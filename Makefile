@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tutorials
 	$(BIN)/ruff format --check src tests benchmarks tutorials
 
-BENCHMARKS ?= speed original_checkpoint query_model decoder_bias_init scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration label_rules label_neighbors projection_budgets projection_encoder_norm encoder_statistics query_scaling novel_types panel atac partial_overlap kl_weight
+BENCHMARKS ?= speed original_checkpoint query_model decoder_bias_init scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration label_rules label_neighbors projection_budgets projection_encoder_norm encoder_statistics query_scaling novel_types panel atac partial_overlap kl_weight decoder_scale
 # further SCALEX rows appended to the panel (see benchmarks/results/panel.md)
 PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--add-budgets 1000 2000 4000 8000 --batch-norm running per_batch --lr 1e-3" \
@@ -61,6 +61,7 @@ ATAC_EXTRA = "--add-budgets defaults" "--add-budgets 8000 --peaks normalised" \
 PARTIAL_EXTRA = "--iterations 2000" "--iterations 8000" "--iterations 2000 --kl-weight 0.02" \
 	"--iterations 8000 --kl-weight 0.02"
 
+# gpu.py is left out: it needs a CUDA device (see benchmarks/results/gpu.md)
 bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DIR); results in benchmarks/results
 	cd benchmarks && for script in $(BENCHMARKS); do ../$(BIN)/python $$script.py || exit 1; done
 	cd benchmarks && for extra in $(PANEL_EXTRA); do ../$(BIN)/python panel.py $$extra || exit 1; done
@@ -90,6 +91,12 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods SCALEX --seed 1 --batch-norm \
 		running per_batch --reuse results/partial_overlap_seed1.csv \
 		--output partial_overlap_seed1_per_batch
+	cd benchmarks && ../$(BIN)/python label_metric.py --seeds 0 1 2
+	cd benchmarks && ../$(BIN)/python label_atlas.py --seeds 1 2 0
+	cd benchmarks && ../$(BIN)/python balanced_speed.py
+	cd benchmarks && ../$(BIN)/python balanced_speed.py --split pbmc_3pv1 pbmc_3pv2 pbmc_5p \
+		ifnb_stim_onto_ctrl lung_3line_onto_5line lung_5line_onto_3line \
+		--name balanced_speed_splits
 	cd benchmarks && ../$(BIN)/python summary.py
 
 clean:

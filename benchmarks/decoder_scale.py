@@ -16,6 +16,7 @@ variant replaces the forward of the model's own decoder normalisation (that inst
 Writes benchmarks/results/decoder_scale.{md,csv}; decision rule in decoder_scale_notes.md.
 
     python benchmarks/decoder_scale.py [--iterations 8000] [--seed 0]
+    python benchmarks/decoder_scale.py --report  # rewrite the report from the CSV (and notes)
 """
 
 from __future__ import annotations
@@ -97,7 +98,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--iterations", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", action="store_true", help="rewrite the report, no training")
     args = parser.parse_args()
+    if args.report:
+        write_report(pd.read_csv(RESULTS / "decoder_scale.csv"), args)
+        return
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     rows = []
     for name, prepared in datasets(args.seed).items():
