@@ -126,7 +126,11 @@ def main() -> None:
         choices=list(DECODERS),
         help="decoders to train; rows of the others are kept from an existing decoder_scale.csv",
     )
-    parser.add_argument("--report", action="store_true", help="rewrite the report, no training")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="rewrite the report from the CSV, no training (give the run's --iterations, --seed)",
+    )
     args = parser.parse_args()
     if args.report:
         write_report(pd.read_csv(RESULTS / "decoder_scale.csv"), args)
@@ -168,6 +172,7 @@ def main() -> None:
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    """decoder_scale.md: every row, each variant minus the paper's decoder, the notes."""
     wide = table.pivot(index="dataset", columns="decoder", values=["over_correction", "Total"])
     wide = wide.reindex(list(dict.fromkeys(table["dataset"])))
     differences = pd.DataFrame(index=wide.index)
@@ -175,7 +180,7 @@ def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
         for metric in ("over_correction", "Total"):
             differences[f"{decoder}: {metric}"] = wide[(metric, decoder)] - wide[(metric, "paper")]
     text = (
-        "# Decoder scale: per batch (paper) or shared\n\n"
+        "# Decoder normalisation: per-batch scale (paper), shared scale, or shift only\n\n"
         f"{args.iterations} iterations without early stopping, seed {args.seed}, otherwise the "
         "package defaults. Decoders: "
         + "; ".join(f"`{k}`: {v}" for k, v in DECODERS.items())

@@ -427,11 +427,11 @@ def tradeoff_table(panel: pd.DataFrame, overlap: pd.DataFrame) -> pd.DataFrame:
 
     ``Total margin``: the smallest, over the panel datasets, of the setting's mean Total over
     its seeds (``panel seeds``) minus the larger of scVI's and the original's means over theirs
-    (target: ≥ 0). ``over-correction
-    margin``: the largest, over the series and draw seeds it ran on, of its mean over-correction
-    minus the lowest of the other methods' (target: < 0). ``speed-up``: the smallest, over the
-    panel datasets, of the original's mean training time over the setting's (target: ≥ 5, at
-    the original's quality, so only where the Total margin is ≥ 0 too).
+    (target: ≥ 0). ``over-correction margin``: the largest, over the series and draw seeds it
+    ran on, of its mean over-correction minus the lowest of the other methods' (target: < 0).
+    ``speed-up``: the smallest, over the panel datasets, of the original's mean training time
+    over the setting's (target: ≥ 5, at the original's quality, so only where the Total margin
+    is ≥ 0 too).
     """
     rows = totals_by_base(panel).join(panel["wall_s"])
     means = rows.groupby(["base", "dataset"])[["Total", "wall_s"]].mean()
@@ -557,7 +557,8 @@ def main() -> None:
             f"margin ≥ 0). No setting meets more than {tradeoff['targets met'].max()} of the "
             "three: the lighter KL term that keeps disjoint populations apart also mixes shared "
             "ones less, and the per-batch statistics that raise the Total pull disjoint "
-            "populations together.\n\n"
+            "populations together (the decoder's per-batch normalisation does both: "
+            "`decoder_scale.md`).\n\n"
             + tradeoff.round(4).to_markdown()
             + "\n\n![integration targets](summary_tradeoff.png)"
             + "\n\n## Label transfer onto a reference (`projection_seeds.md`, "
