@@ -556,9 +556,10 @@ def main() -> None:
             "mean training time over the setting's (target ≥ 5, counted only with a Total "
             f"margin ≥ 0). No setting meets more than {tradeoff['targets met'].max()} of the "
             "three: the lighter KL term that keeps disjoint populations apart also mixes shared "
-            "ones less, and the per-batch statistics that raise the Total pull disjoint "
-            "populations together (the decoder's per-batch normalisation does both: "
-            "`decoder_scale.md`).\n\n"
+            "ones less, and embedding with the encoder's per-batch statistics, which raises "
+            "the Total, pulls disjoint populations together. In training, the decoder's "
+            "per-batch normalisation both integrates and pulls them together "
+            "(`decoder_scale.md`).\n\n"
             + tradeoff.round(4).to_markdown()
             + "\n\n![integration targets](summary_tradeoff.png)"
             + "\n\n## Label transfer onto a reference (`projection_seeds.md`, "
