@@ -434,8 +434,9 @@ def tradeoff_table(panel: pd.DataFrame, overlap: pd.DataFrame) -> pd.DataFrame:
     is ≥ 0 too).
     """
     rows = totals_by_base(panel).join(panel["wall_s"])
-    means = rows.groupby(["base", "dataset"])[["Total", "wall_s"]].mean()
-    seeds = rows.groupby(["base", "dataset"]).size().unstack()[list(DATASETS)]
+    grouped = rows.groupby(["base", "dataset"])
+    means = grouped[["Total", "wall_s"]].mean()
+    seeds = grouped.size().unstack()[list(DATASETS)]
     totals = means["Total"].unstack()[list(DATASETS)]
     walls = means["wall_s"].unstack()[list(DATASETS)]
     bar = totals.loc[["scVI", ORIGINAL]].max()
