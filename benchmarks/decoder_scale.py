@@ -49,6 +49,7 @@ from _common import RESULTS, notes_and_provenance, read
 from partial_overlap import SERIES, build
 from scaling import DATASETS
 
+MIXED_WEIGHTS = (0.99, 0.95, 0.75, 0.5)
 DECODERS = {
     "paper": "per-batch scale and shift (paper, package)",
     "shared scale": "one scale for all batches, per-batch shift",
@@ -56,14 +57,13 @@ DECODERS = {
         "one normalisation over all the mini-batch's cells and one scale, per-batch shift "
         "(no per-batch statistics)"
     ),
-    "mixed 0.75": (
-        "per-batch scale and shift; each cell normalised with 0.75 × its batch's statistics + "
-        "0.25 × the whole mini-batch's"
-    ),
-    "mixed 0.5": (
-        "per-batch scale and shift; each cell normalised with 0.5 × its batch's statistics + "
-        "0.5 × the whole mini-batch's"
-    ),
+    **{
+        f"mixed {w}": (
+            f"per-batch scale and shift; each cell normalised with {w} × its batch's statistics "
+            f"+ {1 - w:.2g} × the whole mini-batch's"
+        )
+        for w in MIXED_WEIGHTS
+    },
 }
 DRAWS = (0, 1)
 COLUMNS = [
@@ -114,9 +114,7 @@ def mixed_forward(
 FORWARDS = {
     "shared scale": shared_scale_forward,
     "shift only": shift_only_forward,
-    "mixed 0.75": functools.partial(mixed_forward, weight=0.75),
-    "mixed 0.5": functools.partial(mixed_forward, weight=0.5),
-}
+} | {f"mixed {w}": functools.partial(mixed_forward, weight=w) for w in MIXED_WEIGHTS}
 
 
 def train(prepared: ad.AnnData, decoder: str, iterations: int, seed: int) -> tuple:
