@@ -1,4 +1,4 @@
-"""Does the decoder's per-batch scale pull disjoint cell types together?
+"""What in the decoder's per-batch normalisation pulls disjoint cell types together?
 
 SCALEX's decoder normalises each feature per batch and then applies that batch's own scale and
 shift (``DomainSpecificBatchNorm1d``). When two batches share no cell type, a per-batch scale and

@@ -559,7 +559,8 @@ def main() -> None:
             "three: the lighter KL term that keeps disjoint populations apart also mixes shared "
             "ones less, and embedding with the encoder's per-batch statistics, which raises "
             "the Total, pulls disjoint populations together. In training, the decoder's "
-            "per-batch normalisation both integrates and pulls them together "
+            "per-batch normalisation both integrates and pulls them together, and decoders "
+            "that mix in the mini-batch's statistics lose the integration "
             "(`decoder_scale.md`).\n\n"
             + tradeoff.round(4).to_markdown()
             + "\n\n![integration targets](summary_tradeoff.png)"
