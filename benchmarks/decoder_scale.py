@@ -23,7 +23,7 @@ partial-overlap designs whose batches share no type (``partial_overlap.py``'s dr
 seed 0, both series), where over-correction is largest, and on the benchmark panel's datasets,
 where batches share their types. Scored as in the panel. The package has no such option: the
 variant replaces the forward of the model's own decoder normalisation (that instance only).
-Writes benchmarks/results/decoder_scale.{md,csv}; decision rule in decoder_scale_notes.md.
+Writes benchmarks/results/decoder_scale.{md,csv,png}; decision rule in decoder_scale_notes.md.
 
     python benchmarks/decoder_scale.py [--iterations 8000] [--seed 0] [--decoders ...]
     python benchmarks/decoder_scale.py --report  # rewrite the report from the CSV (and notes)
@@ -37,6 +37,7 @@ import logging
 import types
 
 import anndata as ad
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import scvi
@@ -48,6 +49,9 @@ import scalex_scvi as sx
 from _common import RESULTS, notes_and_provenance, read
 from partial_overlap import SERIES, build
 from scaling import DATASETS
+
+mpl.use("Agg")
+import matplotlib.pyplot as plt
 
 MIXED_WEIGHTS = (0.99, 0.95, 0.75, 0.5)
 DECODERS = {
@@ -223,10 +227,52 @@ def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
         + table.round(4).to_markdown(index=False)
         + "\n\nEach variant minus the paper's decoder:\n\n"
         + differences.round(4).to_markdown()
-        + "\n\n"
+        + "\n\n![decoders](decoder_scale.png)\n\n"
         + notes_and_provenance(RESULTS, "decoder_scale")
     )
     (RESULTS / "decoder_scale.md").write_text(text)
+    plot_decoders(table)
+
+
+def plot_decoders(table: pd.DataFrame) -> None:
+    """decoder_scale.png: per series, each decoder's mean over-correction where the batches share
+    no type against its mean Total on the panel, beside the lowest other method's over-correction
+    on the same designs (``partial_overlap.csv``)."""
+    no_shared = table[table["dataset"].str.contains("_k0_")]
+    panel_total = table[~table["dataset"].str.contains("_k0_")].groupby("decoder")["Total"].mean()
+    others = pd.read_csv(RESULTS / "partial_overlap.csv")
+    others = others[
+        (others["shared_types"] == 0)
+        & others["draw"].isin(DRAWS)
+        & ~others["method"].str.startswith("SCALEX")
+    ]
+    fig, axes = plt.subplots(1, len(SERIES), figsize=(11, 4.5), sharey=True)
+    for ax, series in zip(axes, SERIES, strict=True):
+        rows = no_shared[no_shared["dataset"].str.startswith(f"{series}_k0_")]
+        over = rows.groupby("decoder")["over_correction"].mean()
+        ax.scatter(over, panel_total[over.index], color="tab:blue")
+        for i, (decoder, value) in enumerate(over.items()):
+            ax.annotate(
+                decoder,
+                (value, panel_total[decoder]),
+                fontsize=8,
+                xytext=(4, 3 if i % 2 else -10),  # alternate, so close points stay legible
+                textcoords="offset points",
+            )
+        best = others[others["series"] == series].groupby("method")["over_correction"].mean()
+        ax.axvline(
+            best.min(), color="grey", ls="--", label=f"lowest other method ({best.idxmin()})"
+        )
+        ax.set_title(f"{series}: batches sharing no cell type")
+        ax.set_xlabel("over-correction, mean of the draws (lower is better)")
+        ax.margins(x=0.2)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Total, mean of the panel datasets (batches share types)")
+    fig.suptitle("Decoder normalisation: integration against over-correction (seed 0)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "decoder_scale.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
 
 
 if __name__ == "__main__":
