@@ -35,6 +35,8 @@ import argparse
 import functools
 import logging
 import types
+from collections.abc import Callable
+from pathlib import Path
 
 import anndata as ad
 import matplotlib as mpl
@@ -122,14 +124,26 @@ FORWARDS = {
 
 
 def train(prepared: ad.AnnData, decoder: str, iterations: int, seed: int) -> tuple:
-    """Latent means of the training cells and training wall time."""
+    """Latent means of the training cells and training wall time, with ``decoder``."""
+
+    def patch(model: sx.SCALEX) -> None:
+        if decoder in FORWARDS:
+            norm = model.module.decoder.norm
+            norm.forward = types.MethodType(FORWARDS[decoder], norm)
+
+    return train_patched(prepared, patch, iterations, seed)
+
+
+def train_patched(
+    prepared: ad.AnnData, patch: Callable[[sx.SCALEX], None], iterations: int, seed: int
+) -> tuple:
+    """Latent means of the training cells and training wall time of a model that ``patch`` has
+    changed before training (the package defaults otherwise)."""
     scvi.settings.seed = seed
     adata = ad.AnnData(X=prepared.X, obs=prepared.obs[["batch"]].copy(), var=prepared.var[[]])
     sx.SCALEX.setup_anndata(adata, batch_key="batch")
     model = sx.SCALEX(adata)
-    if decoder in FORWARDS:
-        norm = model.module.decoder.norm
-        norm.forward = types.MethodType(FORWARDS[decoder], norm)
+    patch(model)
     with sx.benchmark.Resources() as used:
         model.train(max_iterations=iterations, early_stopping=False, enable_progress_bar=False)
     return model.get_latent_representation(), used.wall_s
@@ -178,17 +192,7 @@ def main() -> None:
             embeddings[decoder], walls[decoder] = train(
                 prepared, decoder, args.iterations, args.seed
             )
-        table = sx.benchmark.run_benchmark(
-            prepared,
-            methods=[],
-            prepared=True,
-            embeddings=embeddings,
-            dataset=name,
-            seed=args.seed,
-            progress_bar=False,
-        ).rename(columns={"method": "decoder"})
-        table["wall_s"] = table["decoder"].map(walls)
-        rows.append(table[COLUMNS])
+        rows.append(score(prepared, embeddings, walls, name, args.seed)[COLUMNS])
         print(rows[-1].round(4).to_string(index=False), flush=True)
     table = pd.concat(rows, ignore_index=True)
     earlier = RESULTS / "decoder_scale.csv"
@@ -204,6 +208,29 @@ def main() -> None:
         )
     table.to_csv(earlier, index=False)
     write_report(table, args)
+
+
+def score(
+    prepared: ad.AnnData,
+    embeddings: dict[str, np.ndarray],
+    walls: dict[str, float],
+    dataset: str,
+    seed: int,
+    column: str = "decoder",
+) -> pd.DataFrame:
+    """The panel's scores of each embedding of ``prepared``, one row per key of ``embeddings``
+    (in ``column``), with its training wall time."""
+    table = sx.benchmark.run_benchmark(
+        prepared,
+        methods=[],
+        prepared=True,
+        embeddings=embeddings,
+        dataset=dataset,
+        seed=seed,
+        progress_bar=False,
+    ).rename(columns={"method": column})
+    table["wall_s"] = table[column].map(walls)
+    return table
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
@@ -231,15 +258,19 @@ def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
         + notes_and_provenance(RESULTS, "decoder_scale")
     )
     (RESULTS / "decoder_scale.md").write_text(text)
-    plot_decoders(table)
+    plot_decoders(
+        table,
+        RESULTS / "decoder_scale.png",
+        "Decoder normalisation: integration against over-correction (seed 0)",
+    )
 
 
-def plot_decoders(table: pd.DataFrame) -> None:
-    """decoder_scale.png: per series, each decoder's mean over-correction where the batches share
-    no type against its mean Total on the panel, beside the lowest other method's over-correction
-    on the same designs (``partial_overlap.csv``)."""
+def plot_decoders(table: pd.DataFrame, path: Path, title: str, column: str = "decoder") -> None:
+    """Per series, each variant's (``column``) mean over-correction where the batches share no
+    type against its mean Total on the panel, beside the lowest other method's over-correction
+    on the same designs (``partial_overlap.csv``); saved to ``path``."""
     no_shared = table[table["dataset"].str.contains("_k0_")]
-    panel_total = table[~table["dataset"].str.contains("_k0_")].groupby("decoder")["Total"].mean()
+    panel_total = table[~table["dataset"].str.contains("_k0_")].groupby(column)["Total"].mean()
     others = pd.read_csv(RESULTS / "partial_overlap.csv")
     others = others[
         (others["shared_types"] == 0)
@@ -249,12 +280,12 @@ def plot_decoders(table: pd.DataFrame) -> None:
     fig, axes = plt.subplots(1, len(SERIES), figsize=(11, 4.5), sharey=True)
     for ax, series in zip(axes, SERIES, strict=True):
         rows = no_shared[no_shared["dataset"].str.startswith(f"{series}_k0_")]
-        over = rows.groupby("decoder")["over_correction"].mean()
+        over = rows.groupby(column)["over_correction"].mean()
         ax.scatter(over, panel_total[over.index], color="tab:blue")
-        for i, (decoder, value) in enumerate(over.items()):
+        for i, (variant, value) in enumerate(over.items()):
             ax.annotate(
-                decoder,
-                (value, panel_total[decoder]),
+                variant,
+                (value, panel_total[variant]),
                 fontsize=8,
                 xytext=(4, 3 if i % 2 else -10),  # alternate, so close points stay legible
                 textcoords="offset points",
@@ -269,9 +300,9 @@ def plot_decoders(table: pd.DataFrame) -> None:
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("Total, mean of the panel datasets (batches share types)")
-    fig.suptitle("Decoder normalisation: integration against over-correction (seed 0)")
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(RESULTS / "decoder_scale.png", dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
