@@ -561,7 +561,8 @@ def main() -> None:
             "the Total, pulls disjoint populations together. In training, the decoder's "
             "per-batch normalisation both integrates and pulls them together, and decoders "
             "that mix in the mini-batch's statistics lose the integration "
-            "(`decoder_scale.md`).\n\n"
+            "(`decoder_scale.md`); a weaker KL pull of each batch's mean to the origin trades "
+            "the one for the other too (`kl_centring.md`).\n\n"
             + tradeoff.round(4).to_markdown()
             + "\n\n![integration targets](summary_tradeoff.png)"
             + "\n\n## Label transfer onto a reference (`projection_seeds.md`, "
