@@ -164,21 +164,27 @@ def datasets(seed: int) -> dict[str, ad.AnnData]:
     return found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def training_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a variant run: ``--iterations``, ``--seed`` and ``--report``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--iterations", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="rewrite the report from the CSV, no training (give the run's --iterations, --seed)",
+    )
+    return parser
+
+
+def main() -> None:
+    parser = training_parser(__doc__)
     parser.add_argument(
         "--decoders",
         nargs="+",
         default=list(DECODERS),
         choices=list(DECODERS),
         help="decoders to train; rows of the others are kept from an existing decoder_scale.csv",
-    )
-    parser.add_argument(
-        "--report",
-        action="store_true",
-        help="rewrite the report from the CSV, no training (give the run's --iterations, --seed)",
     )
     args = parser.parse_args()
     if args.report:

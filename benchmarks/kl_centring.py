@@ -42,7 +42,14 @@ from torch.nn import functional as F
 import scalex_scvi as sx
 
 from _common import RESULTS, notes_and_provenance
-from decoder_scale import COLUMNS, datasets, plot_decoders, score, train_patched
+from decoder_scale import (
+    COLUMNS,
+    datasets,
+    plot_decoders,
+    score,
+    train_patched,
+    training_parser,
+)
 
 PAPER = "paper (λ = 1)"
 COLUMN = "variant"
@@ -83,20 +90,13 @@ def patch_loss(model: sx.SCALEX, centring: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--iterations", type=int, default=8000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = training_parser(__doc__)
     parser.add_argument("--centrings", type=float, nargs="+", default=[0.0, 0.1])
     parser.add_argument(
         "--datasets", nargs="+", help="names of decoder_scale.py's datasets to run (default all)"
     )
     parser.add_argument(
         "--stem", default="kl_centring", help="results/<stem>.{csv,md,png} (notes: kl_centring)"
-    )
-    parser.add_argument(
-        "--report",
-        action="store_true",
-        help="rewrite the report from the CSV, no training (give the run's --iterations, --seed)",
     )
     args = parser.parse_args()
     if args.report:
