@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tutorials
 	$(BIN)/ruff format --check src tests benchmarks tutorials
 
-BENCHMARKS ?= speed original_checkpoint query_model decoder_bias_init scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration label_rules label_neighbors projection_budgets projection_encoder_norm encoder_statistics query_scaling novel_types panel atac partial_overlap kl_weight decoder_scale
+BENCHMARKS ?= speed original_checkpoint query_model decoder_bias_init scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration label_rules label_neighbors projection_budgets projection_encoder_norm encoder_statistics query_scaling novel_types panel atac partial_overlap kl_weight decoder_scale kl_centring
 # further SCALEX rows appended to the panel (see benchmarks/results/panel.md)
 PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--add-budgets 1000 2000 4000 8000 --batch-norm running per_batch --lr 1e-3" \
@@ -97,6 +97,9 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python balanced_speed.py --split pbmc_3pv1 pbmc_3pv2 pbmc_5p \
 		ifnb_stim_onto_ctrl lung_3line_onto_5line lung_5line_onto_3line \
 		--name balanced_speed_splits
+	cd benchmarks && ../$(BIN)/python kl_centring.py --seed 1 --centrings 1 0 --datasets \
+		lung_celllines_k0_d0 lung_celllines_k0_d1 pbmc_3chem_k0_d0 pbmc_3chem_k0_d1 \
+		--stem kl_centring_seed1
 	cd benchmarks && ../$(BIN)/python summary.py
 
 clean:

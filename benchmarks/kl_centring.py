@@ -105,8 +105,11 @@ def main() -> None:
     if 1.0 not in args.centrings and args.seed != 0:
         parser.error("the paper's rows are decoder_scale.csv's, seed 0: add λ 1 to --centrings")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    prepared_sets = datasets(args.seed)
+    if unknown := set(args.datasets or ()) - set(prepared_sets):
+        parser.error(f"unknown --datasets {sorted(unknown)}; known: {list(prepared_sets)}")
     rows = []
-    for name, prepared in datasets(args.seed).items():
+    for name, prepared in prepared_sets.items():
         if args.datasets and name not in args.datasets:
             continue
         embeddings, walls = {}, {}
