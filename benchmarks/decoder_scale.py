@@ -135,17 +135,27 @@ def train(prepared: ad.AnnData, decoder: str, iterations: int, seed: int) -> tup
 
 
 def train_patched(
-    prepared: ad.AnnData, patch: Callable[[sx.SCALEX], None], iterations: int, seed: int
+    prepared: ad.AnnData,
+    patch: Callable[[sx.SCALEX], None],
+    iterations: int,
+    seed: int,
+    **train_kwargs,
 ) -> tuple:
     """Latent means of the training cells and training wall time of a model that ``patch`` has
-    changed before training (the package defaults otherwise)."""
+    changed before training (the package defaults otherwise; ``train_kwargs`` go to
+    :meth:`~scalex_scvi.SCALEX.train`)."""
     scvi.settings.seed = seed
     adata = ad.AnnData(X=prepared.X, obs=prepared.obs[["batch"]].copy(), var=prepared.var[[]])
     sx.SCALEX.setup_anndata(adata, batch_key="batch")
     model = sx.SCALEX(adata)
     patch(model)
     with sx.benchmark.Resources() as used:
-        model.train(max_iterations=iterations, early_stopping=False, enable_progress_bar=False)
+        model.train(
+            max_iterations=iterations,
+            early_stopping=False,
+            enable_progress_bar=False,
+            **train_kwargs,
+        )
     return model.get_latent_representation(), used.wall_s
 
 
@@ -237,6 +247,56 @@ def score(
     ).rename(columns={"method": column})
     table["wall_s"] = table[column].map(walls)
     return table
+
+
+def with_paper_rows(table: pd.DataFrame, column: str, label: str) -> pd.DataFrame:
+    """``table`` after decoder_scale.csv's rows of the paper's decoder (seed 0) on the same
+    datasets, named ``label`` in ``column``, each dataset's rows together."""
+    paper = pd.read_csv(RESULTS / "decoder_scale.csv")
+    paper = paper[(paper["decoder"] == "paper") & paper["dataset"].isin(table["dataset"])]
+    paper = paper.rename(columns={"decoder": column}).assign(**{column: label})
+    table = pd.concat([paper, table], ignore_index=True)
+    order = {name: i for i, name in enumerate(dict.fromkeys(paper["dataset"]))}
+    return table.sort_values("dataset", key=lambda names: names.map(order), kind="stable")
+
+
+def write_variant_report(
+    table: pd.DataFrame,
+    *,
+    stem: str,
+    notes: str,
+    column: str,
+    reference: str,
+    heading: str,
+    description: str,
+    plot_title: str,
+) -> None:
+    """results/<stem>.md (and .png where a panel dataset is in ``table``): ``heading``,
+    ``description``, every row, each variant in ``column`` minus ``reference``, the plot, and
+    the decision rules of <notes>_notes.md with the provenance."""
+    wide = table.pivot(index="dataset", columns=column, values=["over_correction", "Total"])
+    wide = wide.reindex(list(dict.fromkeys(table["dataset"])))
+    differences = pd.DataFrame(index=wide.index)
+    for variant in (v for v in dict.fromkeys(table[column]) if v != reference):
+        for metric in ("over_correction", "Total"):
+            difference = wide[(metric, variant)] - wide[(metric, reference)]
+            differences[f"{variant}: {metric}"] = difference
+    plotted = not table["dataset"].str.contains("_k0_").all()  # a panel dataset to plot against
+    text = (
+        f"# {heading}\n\n{description} Datasets `*_k0_d*`: partial-overlap designs whose two "
+        "batches share no cell type (`partial_overlap.py`); the others: the benchmark panel's "
+        "datasets. Over-correction: fraction of a cell's 100 nearest neighbours of another type "
+        "(lower is better); Total: scib-metrics, not min-max scaled.\n\n"
+        + table.round(4).to_markdown(index=False)
+        + f"\n\nEach variant minus `{reference}`:\n\n"
+        + differences.round(4).to_markdown()
+        + (f"\n\n![{heading.split(':')[0]}]({stem}.png)" if plotted else "")
+        + "\n\n"
+        + notes_and_provenance(RESULTS, notes)
+    )
+    (RESULTS / f"{stem}.md").write_text(text)
+    if plotted:
+        plot_decoders(table, RESULTS / f"{stem}.png", plot_title, column=column)
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:

@@ -41,14 +41,15 @@ from torch.nn import functional as F
 
 import scalex_scvi as sx
 
-from _common import RESULTS, notes_and_provenance
+from _common import RESULTS
 from decoder_scale import (
     COLUMNS,
     datasets,
-    plot_decoders,
     score,
     train_patched,
     training_parser,
+    with_paper_rows,
+    write_variant_report,
 )
 
 PAPER = "paper (λ = 1)"
@@ -125,56 +126,35 @@ def main() -> None:
         print(rows[-1][COLUMNS_OUT].round(4).to_string(index=False), flush=True)
     table = pd.concat([row[COLUMNS_OUT] for row in rows], ignore_index=True)
     if 1.0 not in args.centrings:
-        paper = pd.read_csv(RESULTS / "decoder_scale.csv")
-        paper = paper[(paper["decoder"] == "paper") & paper["dataset"].isin(table["dataset"])]
-        paper = paper.rename(columns={"decoder": COLUMN}).assign(**{COLUMN: PAPER})
-        table = pd.concat([paper, table], ignore_index=True)
-        order = {name: i for i, name in enumerate(dict.fromkeys(paper["dataset"]))}
-        table = table.sort_values("dataset", key=lambda column: column.map(order), kind="stable")
+        table = with_paper_rows(table, COLUMN, PAPER)
     table.to_csv(RESULTS / f"{args.stem}.csv", index=False)
     write_report(table, args)
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
     """<stem>.md: every row, each variant minus the paper's, the plot, the notes."""
-    wide = table.pivot(index="dataset", columns=COLUMN, values=["over_correction", "Total"])
-    wide = wide.reindex(list(dict.fromkeys(table["dataset"])))
-    differences = pd.DataFrame(index=wide.index)
-    for variant in (v for v in dict.fromkeys(table[COLUMN]) if v != PAPER):
-        for metric in ("over_correction", "Total"):
-            differences[f"{variant}: {metric}"] = wide[(metric, variant)] - wide[(metric, PAPER)]
-    plotted = not table["dataset"].str.contains("_k0_").all()  # a panel dataset to plot against
     paper_rows = (
         "rows from `decoder_scale.csv`"
         if args.seed == 0
         else "trained through the same patched path, which at seed 0 gave decoder_scale.csv's "
         "scores to every printed digit"
     )
-    text = (
-        "# KL centring: how hard each batch's latent mean is pulled to the origin\n\n"
-        f"{args.iterations} iterations without early stopping, seed {args.seed}, otherwise the "
-        "package defaults. `centring λ`: the KL term with each batch's centroid part "
-        "(½ n_b ‖m_b‖² in a mini-batch) weighted by λ and the rest given to the whole "
-        f"mini-batch's centroid; `paper (λ = 1)`: the package's loss ({paper_rows}). Datasets "
-        "`*_k0_d*`: partial-overlap designs whose two batches share no cell type "
-        f"(`partial_overlap.py`, drawn as at seed {args.seed}); the others: the benchmark "
-        "panel's datasets. Over-correction: fraction of a cell's 100 nearest neighbours of "
-        "another type (lower is better); Total: scib-metrics, not min-max scaled.\n\n"
-        + table.round(4).to_markdown(index=False)
-        + "\n\nEach variant minus the paper's loss:\n\n"
-        + differences.round(4).to_markdown()
-        + (f"\n\n![KL centring]({args.stem}.png)" if plotted else "")
-        + "\n\n"
-        + notes_and_provenance(RESULTS, "kl_centring")
+    write_variant_report(
+        table,
+        stem=args.stem,
+        notes="kl_centring",
+        column=COLUMN,
+        reference=PAPER,
+        heading="KL centring: how hard each batch's latent mean is pulled to the origin",
+        description=(
+            f"{args.iterations} iterations without early stopping, seed {args.seed} (also that "
+            "of the designs' draws), otherwise the package defaults. `centring λ`: the KL term "
+            "with each batch's centroid part (½ n_b ‖m_b‖² in a mini-batch) weighted by λ and "
+            f"the rest given to the whole mini-batch's centroid; `{PAPER}`: the package's loss "
+            f"({paper_rows})."
+        ),
+        plot_title=f"KL centring: integration against over-correction (seed {args.seed})",
     )
-    (RESULTS / f"{args.stem}.md").write_text(text)
-    if plotted:
-        plot_decoders(
-            table,
-            RESULTS / f"{args.stem}.png",
-            f"KL centring: integration against over-correction (seed {args.seed})",
-            column=COLUMN,
-        )
 
 
 if __name__ == "__main__":
