@@ -270,10 +270,12 @@ def write_variant_report(
     heading: str,
     description: str,
     plot_title: str,
+    plot_also: pd.DataFrame | None = None,
 ) -> None:
     """results/<stem>.md (and .png where a panel dataset is in ``table``): ``heading``,
     ``description``, every row, each variant in ``column`` minus ``reference``, the plot, and
-    the decision rules of <notes>_notes.md with the provenance."""
+    the decision rules of <notes>_notes.md with the provenance. Rows of ``plot_also`` (same
+    columns, from other runs) are plotted beside the variants, for scale."""
     wide = table.pivot(index="dataset", columns=column, values=["over_correction", "Total"])
     wide = wide.reindex(list(dict.fromkeys(table["dataset"])))
     differences = pd.DataFrame(index=wide.index)
@@ -296,7 +298,8 @@ def write_variant_report(
     )
     (RESULTS / f"{stem}.md").write_text(text)
     if plotted:
-        plot_decoders(table, RESULTS / f"{stem}.png", plot_title, column=column)
+        plotted_rows = pd.concat([table, plot_also]) if plot_also is not None else table
+        plot_decoders(plotted_rows, RESULTS / f"{stem}.png", plot_title, column=column)
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:

@@ -37,6 +37,7 @@ from decoder_scale import (
 )
 
 PAPER = "paper (no warm-up)"
+KL_WEAK = "SCALEX (8000 iterations, kl_weight 0.02)"  # a weaker pull all along, earlier runs
 COLUMN = "variant"
 COLUMNS_OUT = [COLUMN if column == "decoder" else column for column in COLUMNS]
 
@@ -93,7 +94,22 @@ def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
             f"`{PAPER}`: the package defaults (rows from `decoder_scale.csv`)."
         ),
         plot_title=f"KL warm-up: integration against over-correction (seed {args.seed})",
+        plot_also=weak_kl_rows(table["dataset"]),
     )
+
+
+def weak_kl_rows(names: pd.Series) -> pd.DataFrame:
+    """The rows of ``KL_WEAK`` on the datasets ``names``: the no-shared-type designs from
+    ``partial_overlap.csv`` (seed 0's draws), the panel's datasets from ``panel.csv``."""
+    overlap = pd.read_csv(RESULTS / "partial_overlap.csv")
+    overlap = overlap[(overlap["method"] == KL_WEAK) & (overlap["shared_types"] == 0)]
+    overlap = overlap.assign(dataset=overlap["series"] + "_k0_d" + overlap["draw"].astype(str))
+    panel = pd.read_csv(RESULTS / "panel.csv")
+    rows = pd.concat([overlap, panel[panel["method"] == KL_WEAK]])
+    rows = rows[rows["dataset"].isin(names)].rename(columns={"method": COLUMN})
+    return rows.assign(**{COLUMN: "kl_weight 0.02, for scale"})[
+        ["dataset", COLUMN, "Total", "over_correction"]
+    ]
 
 
 if __name__ == "__main__":

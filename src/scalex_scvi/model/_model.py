@@ -317,7 +317,9 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Fraction of cells used for validation.
         plan_kwargs
             Keyword arguments for :class:`~scvi.train.TrainingPlan`; they override the
-            defaults set here.
+            defaults set here. As in the paper, there is no KL warm-up; scvi's
+            (``{"n_steps_kl_warmup": n}``) ended at the same embedding quality and
+            over-correction (``benchmarks/results/kl_warmup.md``).
         **kwargs
             Other keyword arguments for :meth:`scvi.model.base.UnsupervisedTrainingMixin.train`
             and :class:`~scvi.train.Trainer` (``accelerator``, ``devices``,
