@@ -249,6 +249,45 @@ def score(
     return table
 
 
+def score_variants(
+    prepared_sets: dict[str, ad.AnnData],
+    variants: dict[str, tuple[Callable[[sx.SCALEX], None], dict]],
+    iterations: int,
+    seed: int,
+    column: str = "variant",
+) -> pd.DataFrame:
+    """Train every variant, ``name: (patch, train_kwargs)`` (see :func:`train_patched`), on each
+    of ``prepared_sets`` and score it; each dataset's rows are printed as they come. Returns
+    the rows with ``COLUMNS``, the variant in ``column``."""
+    columns = [column if name == "decoder" else name for name in COLUMNS]
+    rows = []
+    for name, prepared in prepared_sets.items():
+        embeddings, walls = {}, {}
+        for variant, (patch, train_kwargs) in variants.items():
+            embeddings[variant], walls[variant] = train_patched(
+                prepared, patch, iterations, seed, **train_kwargs
+            )
+        rows.append(score(prepared, embeddings, walls, name, seed, column)[columns])
+        print(rows[-1].round(4).to_string(index=False), flush=True)
+    return pd.concat(rows, ignore_index=True)
+
+
+def weak_kl_rows(names: pd.Series, column: str = "variant") -> pd.DataFrame:
+    """``kl_weight 0.02`` at 8,000 iterations (a weaker KL all along, earlier runs) on the
+    datasets ``names``: the no-shared-type designs from ``partial_overlap.csv`` (seed 0's
+    draws), the panel's datasets from ``panel.csv``; for scale in the variants' plots."""
+    method = "SCALEX (8000 iterations, kl_weight 0.02)"
+    overlap = pd.read_csv(RESULTS / "partial_overlap.csv")
+    overlap = overlap[(overlap["method"] == method) & (overlap["shared_types"] == 0)]
+    overlap = overlap.assign(dataset=overlap["series"] + "_k0_d" + overlap["draw"].astype(str))
+    panel = pd.read_csv(RESULTS / "panel.csv")
+    rows = pd.concat([overlap, panel[panel["method"] == method]])
+    rows = rows[rows["dataset"].isin(names)].rename(columns={"method": column})
+    return rows.assign(**{column: "kl_weight 0.02, for scale"})[
+        ["dataset", column, "Total", "over_correction"]
+    ]
+
+
 def with_paper_rows(table: pd.DataFrame, column: str, label: str) -> pd.DataFrame:
     """``table`` after decoder_scale.csv's rows of the paper's decoder (seed 0) on the same
     datasets, named ``label`` in ``column``, each dataset's rows together."""

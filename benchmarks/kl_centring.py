@@ -43,10 +43,8 @@ import scalex_scvi as sx
 
 from _common import RESULTS
 from decoder_scale import (
-    COLUMNS,
     datasets,
-    score,
-    train_patched,
+    score_variants,
     training_parser,
     with_paper_rows,
     write_variant_report,
@@ -54,7 +52,6 @@ from decoder_scale import (
 
 PAPER = "paper (λ = 1)"
 COLUMN = "variant"
-COLUMNS_OUT = [COLUMN if column == "decoder" else column for column in COLUMNS]
 
 
 def centred_loss(
@@ -109,22 +106,18 @@ def main() -> None:
     prepared_sets = datasets(args.seed)
     if unknown := set(args.datasets or ()) - set(prepared_sets):
         parser.error(f"unknown --datasets {sorted(unknown)}; known: {list(prepared_sets)}")
-    rows = []
-    for name, prepared in prepared_sets.items():
-        if args.datasets and name not in args.datasets:
-            continue
-        embeddings, walls = {}, {}
-        for centring in args.centrings:
-            variant = PAPER if centring == 1 else f"centring {centring:g}"
-            embeddings[variant], walls[variant] = train_patched(
-                prepared,
-                functools.partial(patch_loss, centring=centring),
-                args.iterations,
-                args.seed,
-            )
-        rows.append(score(prepared, embeddings, walls, name, args.seed, COLUMN))
-        print(rows[-1][COLUMNS_OUT].round(4).to_string(index=False), flush=True)
-    table = pd.concat([row[COLUMNS_OUT] for row in rows], ignore_index=True)
+    if args.datasets:
+        prepared_sets = {
+            name: prepared_sets[name] for name in prepared_sets if name in args.datasets
+        }
+    variants = {
+        (PAPER if centring == 1 else f"centring {centring:g}"): (
+            functools.partial(patch_loss, centring=centring),
+            {},
+        )
+        for centring in args.centrings
+    }
+    table = score_variants(prepared_sets, variants, args.iterations, args.seed, COLUMN)
     if 1.0 not in args.centrings:
         table = with_paper_rows(table, COLUMN, PAPER)
     table.to_csv(RESULTS / f"{args.stem}.csv", index=False)

@@ -34,19 +34,16 @@ import scalex_scvi as sx
 
 from _common import RESULTS
 from decoder_scale import (
-    COLUMNS,
     datasets,
-    score,
-    train_patched,
+    score_variants,
     training_parser,
+    weak_kl_rows,
     with_paper_rows,
     write_variant_report,
 )
-from kl_warmup import weak_kl_rows
 
 PAPER = "paper (no drop)"
 COLUMN = "variant"
-COLUMNS_OUT = [COLUMN if column == "decoder" else column for column in COLUMNS]
 WEAK_FACTOR = 0.02 / 0.5  # kl_weight 0.02 against the paper's 0.5
 
 
@@ -85,20 +82,11 @@ def main() -> None:
     if args.seed != 0:
         parser.error("the rows without a drop are decoder_scale.csv's, seed 0")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    rows = []
-    for name, prepared in datasets(args.seed).items():
-        embeddings, walls = {}, {}
-        for drop_at in args.drops:
-            variant = f"drop at {drop_at}"
-            embeddings[variant], walls[variant] = train_patched(
-                prepared,
-                functools.partial(patch_drop, drop_at=drop_at),
-                args.iterations,
-                args.seed,
-            )
-        rows.append(score(prepared, embeddings, walls, name, args.seed, COLUMN))
-        print(rows[-1][COLUMNS_OUT].round(4).to_string(index=False), flush=True)
-    table = pd.concat([row[COLUMNS_OUT] for row in rows], ignore_index=True)
+    variants = {
+        f"drop at {drop_at}": (functools.partial(patch_drop, drop_at=drop_at), {})
+        for drop_at in args.drops
+    }
+    table = score_variants(datasets(args.seed), variants, args.iterations, args.seed, COLUMN)
     table = with_paper_rows(table, COLUMN, PAPER)
     table.to_csv(RESULTS / "kl_cooldown.csv", index=False)
     write_report(table, args)
@@ -120,7 +108,7 @@ def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
             "package defaults (rows from `decoder_scale.csv`)."
         ),
         plot_title=f"KL cool-down: integration against over-correction (seed {args.seed})",
-        plot_also=weak_kl_rows(table["dataset"]),
+        plot_also=weak_kl_rows(table["dataset"], COLUMN),
     )
 
 

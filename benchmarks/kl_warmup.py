@@ -25,21 +25,20 @@ import logging
 
 import pandas as pd
 
+import scalex_scvi as sx
+
 from _common import RESULTS
 from decoder_scale import (
-    COLUMNS,
     datasets,
-    score,
-    train_patched,
+    score_variants,
     training_parser,
+    weak_kl_rows,
     with_paper_rows,
     write_variant_report,
 )
 
 PAPER = "paper (no warm-up)"
-KL_WEAK = "SCALEX (8000 iterations, kl_weight 0.02)"  # a weaker pull all along, earlier runs
 COLUMN = "variant"
-COLUMNS_OUT = [COLUMN if column == "decoder" else column for column in COLUMNS]
 
 
 def main() -> None:
@@ -58,24 +57,18 @@ def main() -> None:
     if args.seed != 0:
         parser.error("the rows without warm-up are decoder_scale.csv's, seed 0")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    rows = []
-    for name, prepared in datasets(args.seed).items():
-        embeddings, walls = {}, {}
-        for steps in args.warmups:
-            variant = f"warm-up {steps}"
-            embeddings[variant], walls[variant] = train_patched(
-                prepared,
-                lambda model: None,
-                args.iterations,
-                args.seed,
-                plan_kwargs={"n_steps_kl_warmup": steps},
-            )
-        rows.append(score(prepared, embeddings, walls, name, args.seed, COLUMN))
-        print(rows[-1][COLUMNS_OUT].round(4).to_string(index=False), flush=True)
-    table = pd.concat([row[COLUMNS_OUT] for row in rows], ignore_index=True)
+    variants = {
+        f"warm-up {steps}": (unchanged, {"plan_kwargs": {"n_steps_kl_warmup": steps}})
+        for steps in args.warmups
+    }
+    table = score_variants(datasets(args.seed), variants, args.iterations, args.seed, COLUMN)
     table = with_paper_rows(table, COLUMN, PAPER)
     table.to_csv(RESULTS / "kl_warmup.csv", index=False)
     write_report(table, args)
+
+
+def unchanged(model: sx.SCALEX) -> None:
+    """No patch: the warm-up is a training option."""
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
@@ -94,22 +87,8 @@ def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
             f"`{PAPER}`: the package defaults (rows from `decoder_scale.csv`)."
         ),
         plot_title=f"KL warm-up: integration against over-correction (seed {args.seed})",
-        plot_also=weak_kl_rows(table["dataset"]),
+        plot_also=weak_kl_rows(table["dataset"], COLUMN),
     )
-
-
-def weak_kl_rows(names: pd.Series) -> pd.DataFrame:
-    """The rows of ``KL_WEAK`` on the datasets ``names``: the no-shared-type designs from
-    ``partial_overlap.csv`` (seed 0's draws), the panel's datasets from ``panel.csv``."""
-    overlap = pd.read_csv(RESULTS / "partial_overlap.csv")
-    overlap = overlap[(overlap["method"] == KL_WEAK) & (overlap["shared_types"] == 0)]
-    overlap = overlap.assign(dataset=overlap["series"] + "_k0_d" + overlap["draw"].astype(str))
-    panel = pd.read_csv(RESULTS / "panel.csv")
-    rows = pd.concat([overlap, panel[panel["method"] == KL_WEAK]])
-    rows = rows[rows["dataset"].isin(names)].rename(columns={"method": COLUMN})
-    return rows.assign(**{COLUMN: "kl_weight 0.02, for scale"})[
-        ["dataset", COLUMN, "Total", "over_correction"]
-    ]
 
 
 if __name__ == "__main__":
