@@ -187,6 +187,30 @@ def training_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_selection(parser: argparse.ArgumentParser, stem: str) -> None:
+    """Add ``--datasets`` (some of :func:`datasets`' names) and ``--stem`` (the results' file
+    name, default ``stem``; the notes stay <stem>_notes.md) to a variant run's ``parser``."""
+    parser.add_argument(
+        "--datasets", nargs="+", help="names of decoder_scale.py's datasets to run (default all)"
+    )
+    parser.add_argument(
+        "--stem", default=stem, help=f"results/<stem>.{{csv,md,png}} (notes: {stem}_notes.md)"
+    )
+
+
+def chosen_datasets(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> dict[str, ad.AnnData]:
+    """:func:`datasets` at ``args.seed``, only those named by ``--datasets`` when given; an
+    unknown name is a parser error."""
+    prepared_sets = datasets(args.seed)
+    if unknown := set(args.datasets or ()) - set(prepared_sets):
+        parser.error(f"unknown --datasets {sorted(unknown)}; known: {list(prepared_sets)}")
+    if not args.datasets:
+        return prepared_sets
+    return {name: data for name, data in prepared_sets.items() if name in args.datasets}
+
+
 def main() -> None:
     parser = training_parser(__doc__)
     parser.add_argument(
@@ -310,11 +334,13 @@ def write_variant_report(
     description: str,
     plot_title: str,
     plot_also: pd.DataFrame | None = None,
+    plot: bool = True,
 ) -> None:
     """results/<stem>.md (and .png where a panel dataset is in ``table``): ``heading``,
     ``description``, every row, each variant in ``column`` minus ``reference``, the plot, and
     the decision rules of <notes>_notes.md with the provenance. Rows of ``plot_also`` (same
-    columns, from other runs) are plotted beside the variants, for scale."""
+    columns, from other runs) are plotted beside the variants, for scale. The plot's reference
+    lines are seed 0's designs: ``plot=False`` for a run on others."""
     wide = table.pivot(index="dataset", columns=column, values=["over_correction", "Total"])
     wide = wide.reindex(list(dict.fromkeys(table["dataset"])))
     differences = pd.DataFrame(index=wide.index)
@@ -322,7 +348,7 @@ def write_variant_report(
         for metric in ("over_correction", "Total"):
             difference = wide[(metric, variant)] - wide[(metric, reference)]
             differences[f"{variant}: {metric}"] = difference
-    plotted = not table["dataset"].str.contains("_k0_").all()  # a panel dataset to plot against
+    plotted = plot and not table["dataset"].str.contains("_k0_").all()  # needs a panel dataset
     text = (
         f"# {heading}\n\n{description} Datasets `*_k0_d*`: partial-overlap designs whose two "
         "batches share no cell type (`partial_overlap.py`); the others: the benchmark panel's "

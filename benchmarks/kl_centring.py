@@ -43,7 +43,8 @@ import scalex_scvi as sx
 
 from _common import RESULTS
 from decoder_scale import (
-    datasets,
+    add_selection,
+    chosen_datasets,
     score_variants,
     training_parser,
     with_paper_rows,
@@ -90,12 +91,7 @@ def patch_loss(model: sx.SCALEX, centring: float) -> None:
 def main() -> None:
     parser = training_parser(__doc__)
     parser.add_argument("--centrings", type=float, nargs="+", default=[0.0, 0.1])
-    parser.add_argument(
-        "--datasets", nargs="+", help="names of decoder_scale.py's datasets to run (default all)"
-    )
-    parser.add_argument(
-        "--stem", default="kl_centring", help="results/<stem>.{csv,md,png} (notes: kl_centring)"
-    )
+    add_selection(parser, "kl_centring")
     args = parser.parse_args()
     if args.report:
         write_report(pd.read_csv(RESULTS / f"{args.stem}.csv"), args)
@@ -103,13 +99,7 @@ def main() -> None:
     if 1.0 not in args.centrings and args.seed != 0:
         parser.error("the paper's rows are decoder_scale.csv's, seed 0: add λ 1 to --centrings")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    prepared_sets = datasets(args.seed)
-    if unknown := set(args.datasets or ()) - set(prepared_sets):
-        parser.error(f"unknown --datasets {sorted(unknown)}; known: {list(prepared_sets)}")
-    if args.datasets:
-        prepared_sets = {
-            name: prepared_sets[name] for name in prepared_sets if name in args.datasets
-        }
+    prepared_sets = chosen_datasets(parser, args)
     variants = {
         (PAPER if centring == 1 else f"centring {centring:g}"): (
             functools.partial(patch_loss, centring=centring),
