@@ -100,6 +100,8 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python kl_centring.py --seed 1 --centrings 1 0 --datasets \
 		lung_celllines_k0_d0 lung_celllines_k0_d1 pbmc_3chem_k0_d0 pbmc_3chem_k0_d1 \
 		--stem kl_centring_seed1
+	cd benchmarks && ../$(BIN)/python kl_cooldown.py --seed 1 --drops 8000 4000 --datasets \
+		lung_celllines_k0_d0 lung_celllines_k0_d1 lung_celllines --stem kl_cooldown_seed1
 	cd benchmarks && ../$(BIN)/python summary.py
 
 clean:
