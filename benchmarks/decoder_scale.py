@@ -35,7 +35,7 @@ import argparse
 import functools
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import anndata as ad
@@ -72,6 +72,7 @@ DECODERS = {
     },
 }
 DRAWS = (0, 1)
+DATASET_NAMES = [f"{series}_k0_d{draw}" for series in SERIES for draw in DRAWS] + list(DATASETS)
 COLUMNS = [
     "dataset",
     "decoder",
@@ -123,15 +124,16 @@ FORWARDS = {
 } | {f"mixed {w}": functools.partial(mixed_forward, weight=w) for w in MIXED_WEIGHTS}
 
 
-def train(prepared: ad.AnnData, decoder: str, iterations: int, seed: int) -> tuple:
-    """Latent means of the training cells and training wall time, with ``decoder``."""
+def decoder_patch(decoder: str) -> Callable[[sx.SCALEX], None]:
+    """The patch (for :func:`train_patched`) that gives a model's decoder normalisation the
+    forward of ``decoder`` (that instance only; the paper's needs none)."""
 
     def patch(model: sx.SCALEX) -> None:
         if decoder in FORWARDS:
             norm = model.module.decoder.norm
             norm.forward = types.MethodType(FORWARDS[decoder], norm)
 
-    return train_patched(prepared, patch, iterations, seed)
+    return patch
 
 
 def train_patched(
@@ -159,18 +161,24 @@ def train_patched(
     return model.get_latent_representation(), used.wall_s
 
 
-def datasets(seed: int) -> dict[str, ad.AnnData]:
-    """The designs with no shared type, then the panel's datasets, preprocessed."""
+def datasets(seed: int, names: Collection[str] | None = None) -> dict[str, ad.AnnData]:
+    """The designs with no shared type, then the panel's datasets, preprocessed (only those in
+    ``names`` when given; see :data:`DATASET_NAMES`)."""
+    wanted = set(DATASET_NAMES if names is None else names)
     found = {}
     for series, spec in SERIES.items():
-        raw = read(spec["file"])
-        for draw in DRAWS:
+        draws = [draw for draw in DRAWS if f"{series}_k0_d{draw}" in wanted]
+        raw = read(spec["file"]) if draws else None
+        for draw in draws:
             data, _ = build(raw, spec, 0, np.random.default_rng(draw + seed))
             found[f"{series}_k0_d{draw}"] = sx.pp.preprocess(
                 data, batch_key="batch", min_features=spec["min_features"]
             )
     for name, (file, min_features) in DATASETS.items():
-        found[name] = sx.pp.preprocess(read(file), batch_key="batch", min_features=min_features)
+        if name in wanted:
+            found[name] = sx.pp.preprocess(
+                read(file), batch_key="batch", min_features=min_features
+            )
     return found
 
 
@@ -203,12 +211,9 @@ def chosen_datasets(
 ) -> dict[str, ad.AnnData]:
     """:func:`datasets` at ``args.seed``, only those named by ``--datasets`` when given; an
     unknown name is a parser error."""
-    prepared_sets = datasets(args.seed)
-    if unknown := set(args.datasets or ()) - set(prepared_sets):
-        parser.error(f"unknown --datasets {sorted(unknown)}; known: {list(prepared_sets)}")
-    if not args.datasets:
-        return prepared_sets
-    return {name: data for name, data in prepared_sets.items() if name in args.datasets}
+    if unknown := set(args.datasets or ()) - set(DATASET_NAMES):
+        parser.error(f"unknown --datasets {sorted(unknown)}; known: {DATASET_NAMES}")
+    return datasets(args.seed, args.datasets)
 
 
 def main() -> None:
@@ -225,16 +230,8 @@ def main() -> None:
         write_report(pd.read_csv(RESULTS / "decoder_scale.csv"), args)
         return
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    rows = []
-    for name, prepared in datasets(args.seed).items():
-        embeddings, walls = {}, {}
-        for decoder in args.decoders:
-            embeddings[decoder], walls[decoder] = train(
-                prepared, decoder, args.iterations, args.seed
-            )
-        rows.append(score(prepared, embeddings, walls, name, args.seed)[COLUMNS])
-        print(rows[-1].round(4).to_string(index=False), flush=True)
-    table = pd.concat(rows, ignore_index=True)
+    variants = {decoder: (decoder_patch(decoder), {}) for decoder in args.decoders}
+    table = score_variants(datasets(args.seed), variants, args.iterations, args.seed, "decoder")
     earlier = RESULTS / "decoder_scale.csv"
     if earlier.exists() and set(args.decoders) != set(DECODERS):
         kept = pd.read_csv(earlier)
@@ -368,34 +365,25 @@ def write_variant_report(
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
-    """decoder_scale.md: every row, each variant minus the paper's decoder, the notes."""
-    wide = table.pivot(index="dataset", columns="decoder", values=["over_correction", "Total"])
-    wide = wide.reindex(list(dict.fromkeys(table["dataset"])))
-    differences = pd.DataFrame(index=wide.index)
-    for decoder in (d for d in DECODERS if d != "paper" and d in set(table["decoder"])):
-        for metric in ("over_correction", "Total"):
-            differences[f"{decoder}: {metric}"] = wide[(metric, decoder)] - wide[(metric, "paper")]
-    text = (
-        "# Decoder normalisation: per-batch scale (paper), shared scale, shift only, or mixed "
-        "statistics\n\n"
-        f"{args.iterations} iterations without early stopping, seed {args.seed}, otherwise the "
-        "package defaults. Decoders: "
-        + "; ".join(f"`{k}`: {v}" for k, v in DECODERS.items())
-        + ". Datasets `*_k0_d*`: partial-overlap designs whose two batches share no cell type "
-        "(`partial_overlap.py`, seed 0's draws); the others: the benchmark panel's datasets. "
-        "Over-correction: fraction of a cell's 100 nearest neighbours of another type (lower "
-        "is better); Total: scib-metrics, not min-max scaled.\n\n"
-        + table.round(4).to_markdown(index=False)
-        + "\n\nEach variant minus the paper's decoder:\n\n"
-        + differences.round(4).to_markdown()
-        + "\n\n![decoders](decoder_scale.png)\n\n"
-        + notes_and_provenance(RESULTS, "decoder_scale")
-    )
-    (RESULTS / "decoder_scale.md").write_text(text)
-    plot_decoders(
+    """decoder_scale.md: every row, each variant minus the paper's decoder, the plot, the
+    notes."""
+    write_variant_report(
         table,
-        RESULTS / "decoder_scale.png",
-        "Decoder normalisation: integration against over-correction (seed 0)",
+        stem="decoder_scale",
+        notes="decoder_scale",
+        column="decoder",
+        reference="paper",
+        heading=(
+            "Decoder normalisation: per-batch scale (paper), shared scale, shift only, or mixed "
+            "statistics"
+        ),
+        description=(
+            f"{args.iterations} iterations without early stopping, seed {args.seed}, otherwise "
+            "the package defaults. Decoders: "
+            + "; ".join(f"`{k}`: {v}" for k, v in DECODERS.items())
+            + "."
+        ),
+        plot_title="Decoder normalisation: integration against over-correction (seed 0)",
     )
 
 
