@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tutorials
 	$(BIN)/ruff format --check src tests benchmarks tutorials
 
-BENCHMARKS ?= speed original_checkpoint query_model decoder_bias_init scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration label_rules label_neighbors projection_budgets projection_encoder_norm encoder_statistics query_scaling novel_types panel atac partial_overlap kl_weight decoder_scale kl_centring kl_warmup kl_cooldown
+BENCHMARKS ?= speed original_checkpoint query_model decoder_bias_init scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration label_rules label_neighbors projection_budgets projection_encoder_norm encoder_statistics query_scaling novel_types panel atac partial_overlap kl_weight decoder_scale kl_centring kl_warmup kl_cooldown kl_within
 # further SCALEX rows appended to the panel (see benchmarks/results/panel.md)
 PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--add-budgets 1000 2000 4000 8000 --batch-norm running per_batch --lr 1e-3" \
@@ -102,6 +102,8 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 		--stem kl_centring_seed1
 	cd benchmarks && ../$(BIN)/python kl_cooldown.py --seed 1 --drops 8000 4000 --datasets \
 		lung_celllines_k0_d0 lung_celllines_k0_d1 lung_celllines --stem kl_cooldown_seed1
+	cd benchmarks && ../$(BIN)/python kl_within.py --seed 1 --withins 1 0.04 --weak --datasets \
+		pbmc_3chem lung_celllines pbmc_ifnb --stem kl_within_seed1
 	cd benchmarks && ../$(BIN)/python summary.py
 
 clean:

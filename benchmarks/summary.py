@@ -563,8 +563,10 @@ def main() -> None:
             "that mix in the mini-batch's statistics lose the integration "
             "(`decoder_scale.md`); a weaker KL pull of each batch's mean to the origin trades "
             "the one for the other too (`kl_centring.md`); a KL warm-up ends where the "
-            "paper does (`kl_warmup.md`), and a weaker KL late in training lies on the same "
-            "line on average (`kl_cooldown.md`).\n\n"
+            "paper does (`kl_warmup.md`), a weaker KL late in training lies on the same "
+            "line on average (`kl_cooldown.md`), and a weaker KL within each batch with each "
+            "batch's pull kept whole lies above it but meets neither target on PBMC "
+            "(`kl_within.md`).\n\n"
             + tradeoff.round(4).to_markdown()
             + "\n\n![integration targets](summary_tradeoff.png)"
             + "\n\n## Label transfer onto a reference (`projection_seeds.md`, "
