@@ -293,6 +293,16 @@ def score_variants(
     return pd.concat(rows, ignore_index=True)
 
 
+WEAK_FACTOR = 0.02 / 0.5  # kl_weight 0.02 (weak_kl_rows' setting) against the paper's 0.5
+
+
+def cell_batch_means(mu: torch.Tensor, batch: torch.Tensor, n_batch: int) -> torch.Tensor:
+    """For each cell, the mean of ``mu`` over the cells of its batch in the mini-batch (``m_b``
+    of the KL's split in ``kl_centring.py`` and ``kl_within.py``)."""
+    one_hot = F.one_hot(batch.reshape(-1).long(), n_batch).to(mu.dtype)
+    return one_hot @ ((one_hot.T @ mu) / one_hot.sum(0).clamp(min=1)[:, None])
+
+
 def weak_kl_rows(names: pd.Series, column: str = "variant") -> pd.DataFrame:
     """``kl_weight 0.02`` at 8,000 iterations (a weaker KL all along, earlier runs) on the
     datasets ``names``: the no-shared-type designs from ``partial_overlap.csv`` (seed 0's

@@ -37,13 +37,13 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput
-from torch.nn import functional as F
 
 import scalex_scvi as sx
 
 from _common import RESULTS
 from decoder_scale import (
     add_selection,
+    cell_batch_means,
     chosen_datasets,
     score_variants,
     training_parser,
@@ -67,12 +67,8 @@ def centred_loss(
     ``centring`` and the rest given to the whole mini-batch's centroid (see the module doc)."""
     output = type(self).loss(self, tensors, inference_outputs, generative_outputs, kl_weight)
     mu = inference_outputs[MODULE_KEYS.QZ_KEY].loc
-    one_hot = F.one_hot(tensors[REGISTRY_KEYS.BATCH_KEY].reshape(-1).long(), self.n_batch)
-    one_hot = one_hot.to(mu.dtype)
-    batch_means = (one_hot.T @ mu) / one_hot.sum(0).clamp(min=1)[:, None]
-    moved = (
-        0.5 * (1 - centring) * ((one_hot @ batch_means).pow(2).sum(-1) - mu.mean(0).pow(2).sum(-1))
-    )
+    batch_means = cell_batch_means(mu, tensors[REGISTRY_KEYS.BATCH_KEY], self.n_batch)
+    moved = 0.5 * (1 - centring) * (batch_means.pow(2).sum(-1) - mu.mean(0).pow(2).sum(-1))
     kl_z = output.kl_local[MODULE_KEYS.KL_Z_KEY] - moved
     return LossOutput(
         loss=output.loss - torch.mean(self.kl_weight * kl_weight * moved),

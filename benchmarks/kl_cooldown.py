@@ -36,6 +36,7 @@ import scalex_scvi as sx
 
 from _common import RESULTS
 from decoder_scale import (
+    WEAK_FACTOR,
     add_selection,
     chosen_datasets,
     score_variants,
@@ -47,7 +48,6 @@ from decoder_scale import (
 
 PAPER = "paper (no drop)"
 COLUMN = "variant"
-WEAK_FACTOR = 0.02 / 0.5  # kl_weight 0.02 against the paper's 0.5
 
 
 def patch_drop(model: sx.SCALEX, drop_at: int, factor: float = WEAK_FACTOR) -> None:

@@ -35,13 +35,14 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput
-from torch.nn import functional as F
 
 import scalex_scvi as sx
 
 from _common import RESULTS
 from decoder_scale import (
+    WEAK_FACTOR,
     add_selection,
+    cell_batch_means,
     chosen_datasets,
     score_variants,
     training_parser,
@@ -53,15 +54,6 @@ from decoder_scale import (
 PAPER = "paper (ω = 1)"
 WEAK = "kl_weight 0.02"
 COLUMN = "variant"
-WEAK_FACTOR = 0.02 / 0.5  # kl_weight 0.02 against the paper's 0.5
-
-
-def batch_centroid_terms(mu: torch.Tensor, batch: torch.Tensor, n_batch: int) -> torch.Tensor:
-    """``½‖m_b‖²`` for each cell, ``m_b`` the mean of ``mu`` over the cells of its batch in
-    the mini-batch (summed over a batch: the KL's pull ``½ n_b ‖m_b‖²``)."""
-    one_hot = F.one_hot(batch.reshape(-1).long(), n_batch).to(mu.dtype)
-    batch_means = (one_hot.T @ mu) / one_hot.sum(0).clamp(min=1)[:, None]
-    return 0.5 * (one_hot @ batch_means).pow(2).sum(-1)
 
 
 def within_loss(
@@ -76,9 +68,10 @@ def within_loss(
     batch's pull to the origin kept whole (see the module doc)."""
     output = type(self).loss(self, tensors, inference_outputs, generative_outputs, kl_weight)
     kl_paper = output.kl_local[MODULE_KEYS.KL_Z_KEY]
-    centroids = batch_centroid_terms(
+    batch_means = cell_batch_means(
         inference_outputs[MODULE_KEYS.QZ_KEY].loc, tensors[REGISTRY_KEYS.BATCH_KEY], self.n_batch
     )
+    centroids = 0.5 * batch_means.pow(2).sum(-1)  # summed over a batch: its pull ½ n_b ‖m_b‖²
     kl_z = within * kl_paper + (1 - within) * centroids
     return LossOutput(
         loss=output.loss + torch.mean(self.kl_weight * kl_weight * (kl_z - kl_paper)),
