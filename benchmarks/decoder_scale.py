@@ -293,6 +293,37 @@ def score_variants(
     return pd.concat(rows, ignore_index=True)
 
 
+def run_variants(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    variants: dict[str, tuple[Callable[[sx.SCALEX], None], dict]],
+    write_report: Callable[[pd.DataFrame, argparse.Namespace], None],
+    *,
+    column: str,
+    paper: str,
+    trains_paper: bool,
+    paper_hint: str,
+) -> None:
+    """The body of a variant script's ``main``: with ``--report``, rewrite the report from
+    <stem>.csv; otherwise train and score ``variants`` (see :func:`score_variants`) on the
+    chosen datasets, add decoder_scale.csv's rows of the paper's loss, named ``paper``, unless
+    a variant trains it (``trains_paper``), and write <stem>.csv and the report. Those rows are
+    seed 0's: at another seed the paper's loss must be trained, and ``paper_hint`` says how."""
+    if args.report:
+        write_report(pd.read_csv(RESULTS / f"{args.stem}.csv"), args)
+        return
+    if args.seed != 0 and not trains_paper:
+        parser.error(f"the rows of `{paper}` are decoder_scale.csv's, seed 0: {paper_hint}")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    table = score_variants(
+        chosen_datasets(parser, args), variants, args.iterations, args.seed, column
+    )
+    if not trains_paper:
+        table = with_paper_rows(table, column, paper)
+    table.to_csv(RESULTS / f"{args.stem}.csv", index=False)
+    write_report(table, args)
+
+
 WEAK_FACTOR = 0.02 / 0.5  # kl_weight 0.02 (weak_kl_rows' setting) against the paper's 0.5
 
 

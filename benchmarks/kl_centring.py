@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import types
 
 import pandas as pd
@@ -40,14 +39,11 @@ from scvi.module.base import LossOutput
 
 import scalex_scvi as sx
 
-from _common import RESULTS
 from decoder_scale import (
     add_selection,
     cell_batch_means,
-    chosen_datasets,
-    score_variants,
+    run_variants,
     training_parser,
-    with_paper_rows,
     write_variant_report,
 )
 
@@ -89,13 +85,6 @@ def main() -> None:
     parser.add_argument("--centrings", type=float, nargs="+", default=[0.0, 0.1])
     add_selection(parser, "kl_centring")
     args = parser.parse_args()
-    if args.report:
-        write_report(pd.read_csv(RESULTS / f"{args.stem}.csv"), args)
-        return
-    if 1.0 not in args.centrings and args.seed != 0:
-        parser.error("the paper's rows are decoder_scale.csv's, seed 0: add λ 1 to --centrings")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    prepared_sets = chosen_datasets(parser, args)
     variants = {
         (PAPER if centring == 1 else f"centring {centring:g}"): (
             functools.partial(patch_loss, centring=centring),
@@ -103,11 +92,16 @@ def main() -> None:
         )
         for centring in args.centrings
     }
-    table = score_variants(prepared_sets, variants, args.iterations, args.seed, COLUMN)
-    if 1.0 not in args.centrings:
-        table = with_paper_rows(table, COLUMN, PAPER)
-    table.to_csv(RESULTS / f"{args.stem}.csv", index=False)
-    write_report(table, args)
+    run_variants(
+        parser,
+        args,
+        variants,
+        write_report,
+        column=COLUMN,
+        paper=PAPER,
+        trains_paper=1.0 in args.centrings,
+        paper_hint="add λ 1 to --centrings",
+    )
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:

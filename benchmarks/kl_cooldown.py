@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
-import logging
 import types
 
 import pandas as pd
@@ -34,15 +33,12 @@ from scvi.module.base import LossOutput
 
 import scalex_scvi as sx
 
-from _common import RESULTS
 from decoder_scale import (
     WEAK_FACTOR,
     add_selection,
-    chosen_datasets,
-    score_variants,
+    run_variants,
     training_parser,
     weak_kl_rows,
-    with_paper_rows,
     write_variant_report,
 )
 
@@ -81,16 +77,6 @@ def main() -> None:
     )
     add_selection(parser, "kl_cooldown")
     args = parser.parse_args()
-    if args.report:
-        write_report(pd.read_csv(RESULTS / f"{args.stem}.csv"), args)
-        return
-    trains_paper = max(args.drops) >= args.iterations
-    if args.seed != 0 and not trains_paper:
-        parser.error(
-            f"the rows without a drop are decoder_scale.csv's, seed 0: add {args.iterations} "
-            "to --drops"
-        )
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     variants = {
         (PAPER if drop_at >= args.iterations else f"drop at {drop_at}"): (
             functools.partial(patch_drop, drop_at=drop_at),
@@ -98,12 +84,16 @@ def main() -> None:
         )
         for drop_at in args.drops
     }
-    prepared_sets = chosen_datasets(parser, args)
-    table = score_variants(prepared_sets, variants, args.iterations, args.seed, COLUMN)
-    if not trains_paper:
-        table = with_paper_rows(table, COLUMN, PAPER)
-    table.to_csv(RESULTS / f"{args.stem}.csv", index=False)
-    write_report(table, args)
+    run_variants(
+        parser,
+        args,
+        variants,
+        write_report,
+        column=COLUMN,
+        paper=PAPER,
+        trains_paper=max(args.drops) >= args.iterations,
+        paper_hint=f"add {args.iterations} to --drops",
+    )
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:

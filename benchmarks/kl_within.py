@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import types
 
 import pandas as pd
@@ -38,16 +37,13 @@ from scvi.module.base import LossOutput
 
 import scalex_scvi as sx
 
-from _common import RESULTS
 from decoder_scale import (
     WEAK_FACTOR,
     add_selection,
     cell_batch_means,
-    chosen_datasets,
-    score_variants,
+    run_variants,
     training_parser,
     weak_kl_rows,
-    with_paper_rows,
     write_variant_report,
 )
 
@@ -102,13 +98,6 @@ def main() -> None:
     )
     add_selection(parser, "kl_within")
     args = parser.parse_args()
-    if args.report:
-        write_report(pd.read_csv(RESULTS / f"{args.stem}.csv"), args)
-        return
-    if 1.0 not in args.withins and args.seed != 0:
-        parser.error("the paper's rows are decoder_scale.csv's, seed 0: add ω 1 to --withins")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    prepared_sets = chosen_datasets(parser, args)
     variants = {
         (PAPER if within == 1 else f"within {within:g}"): (
             functools.partial(patch_loss, within=within),
@@ -118,11 +107,16 @@ def main() -> None:
     }
     if args.weak:
         variants[WEAK] = (patch_weak, {})
-    table = score_variants(prepared_sets, variants, args.iterations, args.seed, COLUMN)
-    if 1.0 not in args.withins:
-        table = with_paper_rows(table, COLUMN, PAPER)
-    table.to_csv(RESULTS / f"{args.stem}.csv", index=False)
-    write_report(table, args)
+    run_variants(
+        parser,
+        args,
+        variants,
+        write_report,
+        column=COLUMN,
+        paper=PAPER,
+        trains_paper=1.0 in args.withins,
+        paper_hint="add ω 1 to --withins",
+    )
 
 
 def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
