@@ -10,9 +10,10 @@ gains the weak weight's separation of the types that only one batch holds.
 
 Trained side by side with the paper's settings otherwise (8,000 iterations without early
 stopping, seed 0) on ``decoder_scale.py``'s datasets, scored as in the panel. The rows without
-a drop are ``decoder_scale.csv``'s paper rows. The package has no such option: the variant
-wraps ``loss`` on the one model instance. Writes benchmarks/results/kl_cooldown.{md,csv,png};
-decision rule in kl_cooldown_notes.md.
+a drop are ``decoder_scale.csv``'s paper rows. The package has no such option, and scvi-tools'
+:class:`~scvi.train.TrainingPlan` schedules only a rising KL weight (its ``min_kl_weight`` above
+``max_kl_weight`` raises): the variant wraps ``loss`` on the one model instance. Writes
+benchmarks/results/kl_cooldown.{md,csv,png}; decision rule in kl_cooldown_notes.md.
 
     python benchmarks/kl_cooldown.py [--iterations 8000] [--seed 0] [--drops 4000 6000]
     python benchmarks/kl_cooldown.py --report  # rewrite the report from the CSV (and notes)

@@ -21,19 +21,16 @@ benchmarks/results/kl_warmup.{md,csv,png}; decision rule in kl_warmup_notes.md.
 from __future__ import annotations
 
 import argparse
-import logging
 
 import pandas as pd
 
 import scalex_scvi as sx
 
-from _common import RESULTS
 from decoder_scale import (
-    datasets,
-    score_variants,
+    add_selection,
+    run_variants,
     training_parser,
     weak_kl_rows,
-    with_paper_rows,
     write_variant_report,
 )
 
@@ -50,21 +47,22 @@ def main() -> None:
         default=[4000, 8000],
         help="numbers of steps over which the KL weight rises from 0 to its full value",
     )
+    add_selection(parser, "kl_warmup")
     args = parser.parse_args()
-    if args.report:
-        write_report(pd.read_csv(RESULTS / "kl_warmup.csv"), args)
-        return
-    if args.seed != 0:
-        parser.error("the rows without warm-up are decoder_scale.csv's, seed 0")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     variants = {
         f"warm-up {steps}": (unchanged, {"plan_kwargs": {"n_steps_kl_warmup": steps}})
         for steps in args.warmups
     }
-    table = score_variants(datasets(args.seed), variants, args.iterations, args.seed, COLUMN)
-    table = with_paper_rows(table, COLUMN, PAPER)
-    table.to_csv(RESULTS / "kl_warmup.csv", index=False)
-    write_report(table, args)
+    run_variants(
+        parser,
+        args,
+        variants,
+        write_report,
+        column=COLUMN,
+        paper=PAPER,
+        trains_paper=False,
+        paper_hint="run the warm-ups at seed 0",
+    )
 
 
 def unchanged(model: sx.SCALEX) -> None:
@@ -75,7 +73,7 @@ def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
     """kl_warmup.md: every row, each warm-up minus no warm-up, the plot, the notes."""
     write_variant_report(
         table,
-        stem="kl_warmup",
+        stem=args.stem,
         notes="kl_warmup",
         column=COLUMN,
         reference=PAPER,
