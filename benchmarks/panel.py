@@ -38,6 +38,7 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import anndata as ad
@@ -102,13 +103,16 @@ def scalex_name(
     lr: float | None = None,
     seed: int = 0,
     kl_weight: float | None = None,
+    kl_within: float | None = None,
 ) -> str:
     """Row name of a SCALEX run: its budget (``None``: the package defaults), learning rate
-    and KL weight (``None``: the package defaults), seed (named where not 0, the main run's)
-    and encoder BatchNorm statistics at inference (``"running"`` or ``"per_batch"``)."""
+    and KL weight (``None``: the package defaults), weight of the KL within batches
+    (``kl_within.py``'s variant; ``None``: the paper's loss), seed (named where not 0, the main
+    run's) and encoder BatchNorm statistics at inference (``"running"`` or ``"per_batch"``)."""
     settings = [] if budget is None else [f"{budget} iterations"]
     settings += [] if lr is None else [f"lr {lr:g}"]
     settings += [] if kl_weight is None else [f"kl_weight {kl_weight:g}"]
+    settings += [] if kl_within is None else [f"KL within {kl_within:g}"]
     settings += [] if seed == 0 else [f"seed {seed}"]
     name = f"SCALEX ({', '.join(settings)})" if settings else "SCALEX"
     return name + PER_BATCH if batch_norm == "per_batch" else name
@@ -118,7 +122,8 @@ def scalex_arm(name: str) -> str:
     """The arm of a SCALEX row for time to quality: BatchNorm statistics, learning rate, KL
     weight and seed (runs of different seeds are different arms)."""
     arm = "per_batch" if name.endswith(PER_BATCH) else "running"
-    for setting in (r"lr [0-9.e+-]+", r"kl_weight [0-9.e+-]+", r"seed \d+"):
+    settings = (r"lr [0-9.e+-]+", r"kl_weight [0-9.e+-]+", r"KL within [0-9.e+-]+", r"seed \d+")
+    for setting in settings:
         found = re.search(setting, name)
         arm += f", {found.group(0)}" if found else ""
     return arm
@@ -131,17 +136,21 @@ def budget_curve(
     batch_norms: tuple[str, ...] = ("running",),
     lr: float | None = None,
     kl_weight: float | None = None,
+    patch: Callable[[sx.SCALEX], None] | None = None,
 ) -> tuple[dict, dict]:
     """Train SCALEX once per budget (``None``: package defaults with early stopping, else that
     many iterations without), with learning rate ``lr`` and KL weight ``kl_weight``
-    (``None``: the package defaults), and embed with each of ``batch_norms``; wall time and
-    peak memory are those of training."""
+    (``None``: the package defaults), after ``patch`` (a benchmark's variant of the model, e.g.
+    ``kl_within.patch_loss``; ``None``: none), and embed with each of ``batch_norms``; wall time
+    and peak memory are those of training."""
     embeddings, timing = {}, {}
     for budget in budgets:
         scvi.settings.seed = seed
         adata = ad.AnnData(X=prepared.X, obs=prepared.obs[["batch"]].copy(), var=prepared.var[[]])
         sx.SCALEX.setup_anndata(adata, batch_key="batch")
         model = sx.SCALEX(adata, kl_weight=kl_weight)
+        if patch is not None:
+            patch(model)
         kwargs = {} if budget is None else {"max_iterations": budget, "early_stopping": False}
         if lr is not None:
             kwargs["lr"] = lr

@@ -33,10 +33,17 @@ Writes benchmarks/results/partial_overlap.{md,csv,png}.
         # one SCALEX model per dataset embedded with running and with per-batch statistics
         # (then --iterations 4000 --lr 1e-3 ... --reuse results/partial_overlap_per_batch.csv
         # --output partial_overlap_per_batch_lr)
+    python benchmarks/partial_overlap.py --methods SCALEX --iterations 8000 --kl-within 0.04 \
+        --reuse results/partial_overlap_per_batch_lr.csv --output partial_overlap_kl_within
+        # kl_within.py's variant on every design (and --seed 1 --reuse
+        # results/partial_overlap_seed1_per_batch.csv --output partial_overlap_seed1_kl_within)
 
 SCALEX trains with the package defaults (≤ 30,000 iterations, early stopping) unless
 ``--iterations`` or ``--kl-weight`` is given (then its rows are labelled with them, e.g.
-"SCALEX (2000 iterations, kl_weight 0.02)"). With ``--batch-norm`` or ``--lr`` it trains as
+"SCALEX (2000 iterations, kl_weight 0.02)"). ``--kl-within ω`` trains ``kl_within.py``'s
+variant of the loss (the KL within each batch weighted by ω, each batch's pull to the origin
+kept whole; rows "SCALEX (8000 iterations, KL within 0.04)"). With ``--batch-norm``, ``--lr``
+or ``--kl-within`` it trains as
 ``panel.py``'s budgets do (``budget_curve``: a given budget runs without early stopping) and
 embeds the one model with each of the encoder's BatchNorm statistics named (rows of per-batch
 statistics end in ", per-batch BatchNorm"). ``--reuse CSV``
@@ -48,6 +55,7 @@ picks up where it stopped. Run it alone: two training processes on 2 cores overs
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 from pathlib import Path
@@ -140,6 +148,13 @@ def main() -> None:
         "--lr", type=float, default=None, help="SCALEX's learning rate (default: the package's)"
     )
     parser.add_argument(
+        "--kl-within",
+        type=float,
+        default=None,
+        help="SCALEX's KL within each batch weighted by this, each batch's pull to the origin "
+        "kept whole (kl_within.py's variant; default: the paper's loss)",
+    )
+    parser.add_argument(
         "--batch-norm",
         nargs="+",
         default=None,
@@ -171,12 +186,20 @@ def main() -> None:
         write_report(pd.read_csv(RESULTS / f"{args.output}.csv"), args)
         return
     label = scalex_name(args.iterations, lr=args.lr, kl_weight=args.kl_weight)
-    curve = args.batch_norm is not None or args.lr is not None
+    curve = any(x is not None for x in (args.batch_norm, args.lr, args.kl_within))
     batch_norms = tuple(args.batch_norm or ["running"])
     labels = [
-        scalex_name(args.iterations, norm, args.lr, kl_weight=args.kl_weight)
+        scalex_name(
+            args.iterations, norm, args.lr, kl_weight=args.kl_weight, kl_within=args.kl_within
+        )
         for norm in batch_norms
     ]
+    patch = None
+    if args.kl_within is not None:
+        # imported here: kl_within imports decoder_scale, which imports this module
+        from kl_within import patch_loss
+
+        patch = functools.partial(patch_loss, within=args.kl_within)
     names = {ORIGINAL_CHOICE: [ORIGINAL], "SCALEX": labels if curve else [label]}
     reused = reused_rows(args.reuse, [n for m in args.methods for n in names.get(m, [m])])
     partial = RESULTS / f"{args.output}_partial.json"
@@ -211,6 +234,7 @@ def main() -> None:
                         batch_norms,
                         args.lr,
                         args.kl_weight,
+                        patch,
                     )
                     # budget_curve names rows with the seed where it is not 0; here the seed
                     # is the draws'
@@ -245,6 +269,7 @@ def main() -> None:
                 table["scalex_iterations"] = args.iterations
                 table["scalex_kl_weight"] = args.kl_weight
                 table["scalex_lr"] = args.lr
+                table["scalex_kl_within"] = args.kl_within
                 table["series"], table["shared_types"], table["draw"] = series, k, draw
                 table["design"] = json.dumps(design)
                 if reused is not None:
