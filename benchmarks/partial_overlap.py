@@ -347,8 +347,9 @@ def write_report(table: pd.DataFrame, args) -> None:
         if args.reuse is not None or args.report:
             fh.write(
                 "Rows come from several runs of this script on the same draws and designs "
-                "(see the run conditions below); SCALEX's labels give its iteration budget "
-                "and KL weight where they are not the package defaults.\n\n"
+                "(see the run conditions below); SCALEX's labels give its iteration budget, "
+                "learning rate, KL weight and KL within batches (`kl_within.py`'s variant) "
+                "where they are not the package defaults.\n\n"
             )
         fh.write("Mean over-correction per method (all draws and overlaps):\n\n")
         fh.write(per_method.round(4).to_markdown() + "\n\n")
