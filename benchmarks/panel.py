@@ -120,7 +120,7 @@ def scalex_name(
 
 def scalex_arm(name: str) -> str:
     """The arm of a SCALEX row for time to quality: BatchNorm statistics, learning rate, KL
-    weight and seed (runs of different seeds are different arms)."""
+    weight, KL within batches and seed (runs of different seeds are different arms)."""
     arm = "per_batch" if name.endswith(PER_BATCH) else "running"
     settings = (r"lr [0-9.e+-]+", r"kl_weight [0-9.e+-]+", r"KL within [0-9.e+-]+", r"seed \d+")
     for setting in settings:
