@@ -481,8 +481,6 @@ def variant_panel_rows() -> pd.DataFrame:
     frames = []
     for setting, (variant, tables) in VARIANT_PANELS.items():
         for name, seed in tables.items():
-            if not (RESULTS / name).exists():
-                continue
             table = pd.read_csv(RESULTS / name)
             table = table[(table["variant"] == variant) & table["dataset"].isin(DATASETS)]
             frames.append(
@@ -490,7 +488,7 @@ def variant_panel_rows() -> pd.DataFrame:
                     method=setting, base=setting, seed=seed
                 )
             )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)
 
 
 def plot_tradeoff(table: pd.DataFrame) -> None:
