@@ -97,6 +97,7 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python partial_overlap.py --methods SCALEX --iterations 8000 \
 		--kl-within 0.04 --seed 1 --reuse results/partial_overlap_seed1_per_batch.csv \
 		--output partial_overlap_seed1_kl_within
+	cd benchmarks && ../$(BIN)/python over_correction_floor.py
 	cd benchmarks && ../$(BIN)/python label_metric.py --seeds 0 1 2
 	cd benchmarks && ../$(BIN)/python label_atlas.py --seeds 1 2 0
 	cd benchmarks && ../$(BIN)/python balanced_speed.py

@@ -2,10 +2,11 @@
 
 Trains and scores nothing. Reads the tables the other scripts wrote (``panel.csv``,
 ``partial_overlap.csv``, ``partial_overlap_seed1.csv``, ``partial_overlap_original*.csv``,
-``partial_overlap_per_batch*.csv``, ``partial_overlap*_kl_within.csv``, ``kl_within.csv``,
-``kl_within_seed1.csv``, ``projection.csv``, ``projection_seeds.csv``, ``label_atlas.csv``,
-``balanced_speed.csv``, ``balanced_speed_splits.csv``, ``throughput.json``), reduces them
-with the same functions their reports use, and writes benchmarks/results/summary.{md,png}: scib
+``partial_overlap_per_batch*.csv``, ``partial_overlap*_kl_within.csv``,
+``over_correction_floor.csv``, ``kl_within.csv``, ``kl_within_seed1.csv``, ``projection.csv``,
+``projection_seeds.csv``, ``label_atlas.csv``, ``balanced_speed.csv``,
+``balanced_speed_splits.csv``, ``throughput.json``), reduces them with the same functions
+their reports use, and writes benchmarks/results/summary.{md,png}: scib
 Total over seeds, over-correction on the partial-overlap series, label transfer against
 scArches, and every target of the integration-benchmark and projection issues with its
 measured figure and whether it is met (and with which settings); and summary_tradeoff.png,
@@ -64,6 +65,7 @@ OVERLAP_EXTRA = {
     "partial_overlap_seed1_kl_within.csv": 1,
 }
 PEERS = ("scVI", "Harmony", "Scanorama", "PCA (unintegrated)", ORIGINAL)
+FLOOR = "floor (lowest attainable)"  # over_correction_floor.py's row
 DEFAULTS = "SCALEX"  # partial_overlap.csv's name of SCALEX with the package defaults
 LIGHT_KL = "SCALEX (8000 iterations, kl_weight 0.02)"
 KL_WITHIN = "SCALEX (8000 iterations, KL within 0.04)"
@@ -140,6 +142,15 @@ def overlap_means() -> pd.DataFrame:
         means.columns = [f"{series}, seed {seed}" for series in means.columns]
         frames.append(means)
     return pd.concat(frames, axis=1).sort_index(axis=1)
+
+
+def floor_row() -> pd.DataFrame:
+    """The mean over-correction floor of the series' designs (``over_correction_floor.csv``),
+    one row with the columns of :func:`overlap_means`."""
+    floors = pd.read_csv(RESULTS / "over_correction_floor.csv")
+    means = floors.groupby(["series", "seed"])["floor"].mean()
+    means.index = [f"{series}, seed {seed}" for series, seed in means.index]
+    return means.to_frame(FLOOR).T
 
 
 def original_runs(seed: int | None = None) -> list[pd.DataFrame]:
@@ -567,8 +578,9 @@ def main() -> None:
             "kl_weight 0.02 at 8,000 iterations and KL within 0.04 at 8,000 iterations "
             "(`partial_overlap*_kl_within.md`) ran on every draw of both seeds, and the "
             "original package on every draw of seed 0 only; seed 0's defaults come from "
-            "`partial_overlap.md`).\n\n"
-            + overlap.round(4).to_markdown()
+            "`partial_overlap.md`). Last row: the lowest score any embedding of the same "
+            "designs can have, set by their type sizes (`over_correction_floor.md`).\n\n"
+            + pd.concat([overlap, floor_row()]).rename_axis("method").round(4).to_markdown()
             + "\n\nThe original package against every method on the datasets it ran on "
             "(`partial_overlap_original.md`, `partial_overlap_original_pbmc.md`, "
             "`partial_overlap_original_seed1*.md`; seed 1: the first draw of each number of "

@@ -66,6 +66,32 @@ def test_over_correction_known_values():
     assert score == pytest.approx(50 / 99)
 
 
+def test_over_correction_floor_is_reached_by_separated_types():
+    rng = np.random.default_rng(0)
+    # types of 30 and 10 cells, k = 20: a cell of the small type has at least 20 - 9 = 11
+    # neighbours of the other type; the large type none
+    labels = np.array(["a"] * 30 + ["b"] * 10)
+    floor = sx.metrics.over_correction_floor(labels, n_neighbors=20)
+    assert floor == pytest.approx(10 * 11 / 20 / 40)
+    separated = np.vstack([rng.normal(0, 0.1, (30, 2)), rng.normal(10, 0.1, (10, 2))])
+    assert sx.metrics.over_correction_score(separated, labels, n_neighbors=20) == pytest.approx(
+        floor
+    )
+    # any other embedding scores at least the floor
+    for _ in range(5):
+        mixed = rng.normal(0, 1, (40, 2))
+        assert sx.metrics.over_correction_score(mixed, labels, n_neighbors=20) >= floor
+    # k capped at the number of cells minus one, as in the score: with k = 39 a cell of "a"
+    # has 10 and a cell of "b" 30 neighbours of the other type
+    assert sx.metrics.over_correction_floor(labels, n_neighbors=500) == pytest.approx(
+        (30 * 10 + 10 * 30) / 39 / 40
+    )
+    assert sx.metrics.over_correction_floor(labels[:20]) == 0.0
+    assert np.isnan(sx.metrics.over_correction_floor(["a"]))
+    with pytest.raises(ValueError, match="missing"):
+        sx.metrics.over_correction_floor(np.array(["a", None, "b"], dtype=object))
+
+
 def test_anndata_input_and_errors():
     rng = np.random.default_rng(0)
     adata = AnnData(obs={"batch": ["A", "B"] * 50, "ct": ["x"] * 100})

@@ -154,3 +154,35 @@ def over_correction_score(
     first_others = np.argsort(~is_other, axis=1, kind="stable")[:, :k]
     others = np.take_along_axis(neighbours, first_others, axis=1)
     return float((label[others] != label[:, None]).mean())
+
+
+def over_correction_floor(
+    labels: np.ndarray | pd.Series | Sequence, n_neighbors: int = 100
+) -> float:
+    """The lowest :func:`over_correction_score` any embedding of these cells can have.
+
+    Among a cell's ``n_neighbors`` nearest other cells at most ``n_t - 1`` share its type, for a
+    type of ``n_t`` cells, so a cell of a type smaller than ``n_neighbors + 1`` has other-type
+    neighbours however well the types are kept apart. The floor is the mean over cells of
+    ``max(0, k - (n_t - 1)) / k``; an embedding in which each type is a compact cluster far from
+    the others scores exactly this. It depends on the type sizes alone, so scores of several
+    methods on one dataset are best compared above it.
+
+    Parameters
+    ----------
+    labels
+        Cell type of each cell (e.g. ``adata.obs["cell_type"]``).
+    n_neighbors
+        Neighbours per cell, as given to :func:`over_correction_score` (capped likewise at the
+        number of cells minus one).
+
+    Returns
+    -------
+    The floor in ``[0, 1)``; NaN for fewer than two cells.
+    """
+    label = _annotation(np.empty(len(labels)), labels, "labels")
+    k = min(n_neighbors, len(label) - 1)
+    if k < 1:
+        return float("nan")
+    _, codes, sizes = np.unique(label, return_inverse=True, return_counts=True)
+    return float((np.maximum(0, k - (sizes[codes] - 1)) / k).mean())
