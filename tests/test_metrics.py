@@ -88,8 +88,11 @@ def test_over_correction_floor_is_reached_by_separated_types():
     )
     assert sx.metrics.over_correction_floor(labels[:20]) == 0.0
     assert np.isnan(sx.metrics.over_correction_floor(["a"]))
+    assert sx.metrics.over_correction_floor(["a", "b", "c"]) == 1.0
     with pytest.raises(ValueError, match="missing"):
         sx.metrics.over_correction_floor(np.array(["a", None, "b"], dtype=object))
+    with pytest.raises(TypeError, match="column name"):
+        sx.metrics.over_correction_floor("cell_type")
 
 
 def test_anndata_input_and_errors():

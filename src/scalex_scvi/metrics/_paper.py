@@ -21,8 +21,11 @@ def _embedding(data: np.ndarray | AnnData, use_rep: str | None) -> np.ndarray:
     return np.asarray(data)
 
 
-def _annotation(data: np.ndarray | AnnData, values: ArrayOrKey, name: str) -> np.ndarray:
-    """One string per cell; missing values are an error (they would count as a category)."""
+def _annotation(data: np.ndarray | AnnData | None, values: ArrayOrKey, name: str) -> np.ndarray:
+    """One string per cell of ``data`` (any number without it); missing values raise.
+
+    A missing value would count as a category of its own.
+    """
     if isinstance(values, str):
         if not isinstance(data, AnnData):
             raise TypeError(f"{name} given as a column name needs an AnnData.")
@@ -34,7 +37,7 @@ def _annotation(data: np.ndarray | AnnData, values: ArrayOrKey, name: str) -> np
             "(e.g. adata[adata.obs[key].notna()])."
         )
     out = np.asarray(values).astype(str)
-    if len(out) != (data.n_obs if isinstance(data, AnnData) else len(data)):
+    if data is not None and len(out) != (data.n_obs if isinstance(data, AnnData) else len(data)):
         raise ValueError(f"{name} has {len(out)} values, not one per cell.")
     return out
 
@@ -178,9 +181,10 @@ def over_correction_floor(
 
     Returns
     -------
-    The floor in ``[0, 1)``; NaN for fewer than two cells.
+    The floor in ``[0, 1]`` (1 when every cell is of a type of its own); NaN for fewer than
+    two cells.
     """
-    label = _annotation(np.empty(len(labels)), labels, "labels")
+    label = _annotation(None, labels, "labels")
     k = min(n_neighbors, len(label) - 1)
     if k < 1:
         return float("nan")
