@@ -49,7 +49,7 @@ from torch.nn import functional as F
 import scalex_scvi as sx
 
 from _common import RESULTS, notes_and_provenance, read
-from partial_overlap import SERIES, build
+from partial_overlap import SERIES, prepared_design
 from scaling import DATASETS
 
 mpl.use("Agg")
@@ -170,10 +170,7 @@ def datasets(seed: int, names: Collection[str] | None = None) -> dict[str, ad.An
         draws = [draw for draw in DRAWS if f"{series}_k0_d{draw}" in wanted]
         raw = read(spec["file"]) if draws else None
         for draw in draws:
-            data, _ = build(raw, spec, 0, np.random.default_rng(draw + seed))
-            found[f"{series}_k0_d{draw}"] = sx.pp.preprocess(
-                data, batch_key="batch", min_features=spec["min_features"]
-            )
+            found[f"{series}_k0_d{draw}"], _ = prepared_design(raw, spec, 0, draw, seed)
     for name, (file, min_features) in DATASETS.items():
         if name in wanted:
             found[name] = sx.pp.preprocess(

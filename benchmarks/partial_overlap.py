@@ -137,6 +137,16 @@ def build(
     return data, {"shared": shared, "private": private}
 
 
+def prepared_design(
+    raw: ad.AnnData, spec: dict, k: int, draw: int, seed: int
+) -> tuple[ad.AnnData, dict]:
+    """Draw ``draw`` of the design with ``k`` shared types at draw seed ``seed`` (see
+    :func:`build`), preprocessed as every method receives it, and the design."""
+    data, design = build(raw, spec, k, np.random.default_rng(1000 * k + draw + seed))
+    prepared = sx.pp.preprocess(data, batch_key="batch", min_features=spec["min_features"])
+    return prepared, design
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--draws", type=int, default=2)
@@ -213,16 +223,12 @@ def main() -> None:
                     continue
                 # torch reported more threads than OMP_NUM_THREADS after earlier runs; pin it
                 torch.set_num_threads(args.threads)
-                rng = np.random.default_rng(1000 * k + draw + args.seed)
-                data, design = build(raw, spec, k, rng)
+                prepared, design = prepared_design(raw, spec, k, draw, args.seed)
                 scalex_kwargs = (
                     {} if args.iterations is None else {"max_iterations": args.iterations}
                 )
                 if args.kl_weight is not None:
                     scalex_kwargs["model_kwargs"] = {"kl_weight": args.kl_weight}
-                prepared = sx.pp.preprocess(
-                    data, batch_key="batch", min_features=spec["min_features"]
-                )
                 embeddings, original, timing = {}, None, {}
                 if ORIGINAL_CHOICE in args.methods:
                     embeddings[ORIGINAL], original = _run_original_defaults(prepared, args.seed)
