@@ -20,7 +20,6 @@ import argparse
 import logging
 import math
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -28,13 +27,13 @@ import scalex_scvi as sx
 from scalex_scvi.model._training_plan import SCALEXTrainingPlan
 
 from _common import RESULTS, difference_interval, notes_and_provenance, read
-from panel import ORIGINAL, PER_BATCH, base_method, budget_curve, scalex_name, with_training
+from panel import ORIGINAL, base_method, budget_curve, scalex_name, with_training
 from scaling import DATASETS
 
 LR = 1e-3
 SCHEDULE = "cosine"
 CONSTANT = "constant"
-STATISTICS = {"running": "", "per_batch": PER_BATCH}
+STATISTICS = ("running", "per_batch")  # encoder BatchNorm statistics of the embeddings
 
 
 def cosine_factor(step: int, total: int) -> float:
@@ -73,7 +72,7 @@ def run(name: str, seed: int, budget: int) -> pd.DataFrame:
     file, min_features = DATASETS[name]
     prepared = sx.pp.preprocess(read(file), batch_key="batch", min_features=min_features)
     curve, timing = budget_curve(
-        prepared, seed, (budget,), tuple(STATISTICS), LR, patch=patch_cosine(budget)
+        prepared, seed, (budget,), STATISTICS, LR, patch=patch_cosine(budget)
     )
     table = sx.benchmark.run_benchmark(
         prepared, prepared=True, methods=[], dataset=name, seed=seed, embeddings=curve
@@ -87,15 +86,16 @@ def run(name: str, seed: int, budget: int) -> pd.DataFrame:
 
 
 def constant_rows(panel: pd.DataFrame, budget: int, seeds: list[int]) -> pd.DataFrame:
-    """``panel.csv``'s rows of a constant lr 1e-3 at ``budget`` for ``seeds``."""
+    """``panel.csv``'s rows of a constant lr 1e-3 at ``budget`` for ``seeds``; an error if
+    ``panel.csv`` lacks one (``panel.py --add-budgets`` adds them)."""
     rows = []
     for seed in seeds:
         for statistics in STATISTICS:
             name = scalex_name(budget, statistics, LR, seed)
-            found = panel[panel["method"] == name].assign(
-                statistics=statistics, seed=seed, schedule=CONSTANT
-            )
-            rows.append(found)
+            found = panel[panel["method"] == name]
+            if set(found["dataset"]) != set(DATASETS):
+                raise SystemExit(f"panel.csv lacks rows of {name!r} on some panel dataset.")
+            rows.append(found.assign(statistics=statistics, seed=seed, schedule=CONSTANT))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -199,7 +199,8 @@ def main() -> None:
         write_report(pd.read_csv(out), args)
         return
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    constant = constant_rows(pd.read_csv(RESULTS / "panel.csv"), args.budget, args.seeds)
+    panel = pd.read_csv(RESULTS / "panel.csv")
+    constant = constant_rows(panel, args.budget, args.seeds)
     rows = []
     for name in args.datasets:
         for seed in args.seeds:
@@ -210,7 +211,7 @@ def main() -> None:
     table = table.sort_values(["dataset", "statistics", "seed", "schedule"], ignore_index=True)
     table.to_csv(out, index=False)
     write_report(table, args)
-    print(np.round(summarise(table, targets(pd.read_csv(RESULTS / "panel.csv"))), 4))
+    print(summarise(table, targets(panel)).round(4).to_string(index=False))
 
 
 if __name__ == "__main__":
