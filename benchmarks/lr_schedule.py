@@ -26,8 +26,8 @@ import torch
 import scalex_scvi as sx
 from scalex_scvi.model._training_plan import SCALEXTrainingPlan
 
-from _common import RESULTS, difference_interval, notes_and_provenance, read
-from panel import ORIGINAL, base_method, budget_curve, scalex_name, with_training
+from _common import RESULTS, difference_interval, notes_and_provenance
+from panel import ORIGINAL, add_budgets, base_method, scalex_name
 from scaling import DATASETS
 
 LR = 1e-3
@@ -38,7 +38,12 @@ STATISTICS = ("running", "per_batch")  # encoder BatchNorm statistics of the emb
 
 def cosine_factor(step: int, total: int) -> float:
     """The factor on the base learning rate at ``step`` of ``total``: 1 at the start, 0.5
-    half-way, 0 from the last step on."""
+    half-way, 0 from the last step on.
+
+    torch's ``CosineAnnealingLR(T_max=total)`` follows the same curve, but by a recursion whose
+    rates differ from this closed form by up to ~1e-18 (at 3,879 of 4,001 steps); the closed
+    form keeps every rate exact and the run reproducible from the formula in the notes.
+    """
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
@@ -69,15 +74,7 @@ def patch_cosine(total: int):
 
 def run(name: str, seed: int, budget: int) -> pd.DataFrame:
     """Rows of the cosine schedule on panel dataset ``name``, one per statistics."""
-    file, min_features = DATASETS[name]
-    prepared = sx.pp.preprocess(read(file), batch_key="batch", min_features=min_features)
-    curve, timing = budget_curve(
-        prepared, seed, (budget,), STATISTICS, LR, patch=patch_cosine(budget)
-    )
-    table = sx.benchmark.run_benchmark(
-        prepared, prepared=True, methods=[], dataset=name, seed=seed, embeddings=curve
-    ).set_index("method")
-    table = with_training(table, timing).reset_index()
+    table = add_budgets(name, seed, (budget,), STATISTICS, LR, patch=patch_cosine(budget))
     statistics = {scalex_name(budget, s, LR, seed): s for s in STATISTICS}
     table.insert(1, "statistics", table["method"].map(statistics))
     table.insert(2, "seed", seed)
@@ -102,7 +99,8 @@ def constant_rows(panel: pd.DataFrame, budget: int, seeds: list[int]) -> pd.Data
 def targets(panel: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: the Total to reach (larger of scVI's and the original's means over their
     seeds) and the most training time allowed (a fifth of the original's mean)."""
-    peers = panel.assign(base=panel["method"].map(lambda m: base_method(m)[0]))
+    base = panel["method"].map(lambda m: base_method(m)[0])
+    peers = panel.assign(base=base)[base.isin(["scVI", ORIGINAL])]
     means = peers.pivot_table(index="dataset", columns="base", values=["Total", "wall_s"])
     return pd.DataFrame(
         {

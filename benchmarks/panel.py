@@ -255,15 +255,17 @@ def add_budgets(
     batch_norms: tuple[str, ...],
     lr: float | None = None,
     kl_weight: float | None = None,
+    patch: Callable[[sx.SCALEX], None] | None = None,
 ) -> pd.DataFrame:
-    """Rows of further SCALEX runs for a dataset already in the panel.
+    """Rows of further SCALEX runs for a dataset already in the panel (``patch``: a
+    benchmark's variant of the model, as in :func:`budget_curve`).
 
     Scores are per embedding (scib-metrics without min-max scaling, the paper's metrics seeded
     per embedding), so embeddings scored in a later run are comparable with the others.
     """
     file, min_features = DATASETS[name]
     prepared = sx.pp.preprocess(read(file), batch_key="batch", min_features=min_features)
-    curve, curve_timing = budget_curve(prepared, seed, budgets, batch_norms, lr, kl_weight)
+    curve, curve_timing = budget_curve(prepared, seed, budgets, batch_norms, lr, kl_weight, patch)
     table = sx.benchmark.run_benchmark(
         prepared, prepared=True, methods=[], dataset=name, seed=seed, embeddings=curve
     ).set_index("method")
