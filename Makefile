@@ -53,7 +53,9 @@ PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--datasets pbmc_ifnb lung_celllines --add-budgets 1000 2000 4000 --batch-norm running per_batch --lr 1e-3 --seed 2" \
 	"--datasets pbmc_3chem --add-budgets 1000 2000 --batch-norm running per_batch --lr 1e-3 --seed 1" \
 	"--datasets pbmc_3chem --add-budgets 1000 2000 --batch-norm running per_batch --lr 1e-3 --seed 2" \
-	"--add-budgets 8000 --kl-weight 0.02 --seed 1"
+	"--add-budgets 8000 --kl-weight 0.02 --seed 1" \
+	"--add-budgets 1000 2000 4000 --batch-norm running per_batch --lr 1e-3 --seed 3" \
+	"--add-budgets 1000 2000 4000 --batch-norm running per_batch --lr 1e-3 --seed 4"
 # further SCALEX rows appended to the scATAC-seq panel (see atac.md)
 ATAC_EXTRA = "--add-budgets defaults" "--add-budgets 8000 --peaks normalised" \
 	"--add-budgets defaults --peaks normalised" "--add-budgets defaults --seed 1" \

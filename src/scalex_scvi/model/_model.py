@@ -297,7 +297,8 @@ class SCALEX(VAEMethodsMixin, UnsupervisedTrainingMixin, BaseModelClass):
         lr
             Learning rate of Adam. ``lr=1e-3`` with ``max_iterations=4000`` and no early stopping
             scored level with the defaults on the benchmark panel's datasets (mean scib Total
-            over seeds within 0.001, or above) in a sixth to a bit over a quarter of the time
+            over five seeds within 0.005, or above, no difference distinguishable over the
+            seeds) in a sixth to a bit over a quarter of the time
             (``benchmarks/results/panel.md``). At 2e-4 the reconstruction stays far from the
             data's level for thousands of steps, as the decoder BatchNorm's shifts start at 0
             and move at most about ``lr`` per step; starting them at the data's level did not
