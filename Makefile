@@ -103,6 +103,11 @@ bench: $(BENCH_STAMP)  ## every benchmark on ../shared/data (SCALEX_SCVI_DATA_DI
 	cd benchmarks && ../$(BIN)/python over_correction_floor.py
 	cd benchmarks && ../$(BIN)/python label_metric.py --seeds 0 1 2
 	cd benchmarks && ../$(BIN)/python label_atlas.py --seeds 1 2 0
+	cd benchmarks && ../$(BIN)/python label_metric.py --splits pbmc_3pv1 pbmc_3pv2 pbmc_5p \
+		--seeds 3 4 --previous results/label_metric.csv --stem label_metric_pbmc_seeds
+	cd benchmarks && ../$(BIN)/python label_atlas.py --splits pbmc_3pv1 pbmc_3pv2 pbmc_5p \
+		--seeds 3 4 --peers results/label_metric_pbmc_seeds.csv --previous results/label_atlas.csv \
+		--stem label_atlas_pbmc_seeds
 	cd benchmarks && ../$(BIN)/python balanced_speed.py
 	cd benchmarks && ../$(BIN)/python balanced_speed.py --split pbmc_3pv1 pbmc_3pv2 pbmc_5p \
 		ifnb_stim_onto_ctrl lung_3line_onto_5line lung_5line_onto_3line \

@@ -54,10 +54,12 @@ from label_rules import (
     splits_and_seeds,
     sweep_table,
     transfer_scores,
+    with_previous,
 )
 from projection import LABEL, SPLITS, prepared_split, run_scalex, split_data
 
 CACHE = RESULTS.parent / ".cache" / "label_atlas"
+STEM = "label_atlas"
 ATLAS = "SCALEX (atlas: balanced, cosine)"
 DRAW = "SCALEX (atlas: balanced from a draw, cosine)"
 MAX_DRAW_LOSS = 0.01  # rule 9 (c): the draw's protein-split macro-F1 at most this much lower
@@ -231,8 +233,8 @@ def draw_reading(table: pd.DataFrame) -> str:
     return _judged(table, DRAW, "Rule 9 (balanced statistics from a draw)", "scored", draw_loss)
 
 
-def write_report(atlas: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
-    table.to_csv(out / "label_atlas.csv", index=False)
+def write_report(atlas: pd.DataFrame, table: pd.DataFrame, out: Path, stem: str = STEM) -> None:
+    table.to_csv(out / f"{stem}.csv", index=False)
     columns = ["macro_f1", "accuracy", "unknown_rate_known", "unknown_rate_novel"]
     overall = table.groupby(["method", "metric"], sort=False)[columns].mean().round(4)
     per_split = table.pivot_table(
@@ -245,7 +247,7 @@ def write_report(atlas: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
     ).assign(method="SCALEX")
     differences = paired_differences(paired, "arm", SECOND_RUN, "macro_f1_minus_second_run")
     splits, seeds = splits_and_seeds(table)
-    with open(out / "label_atlas.md", "w") as fh:
+    with open(out / f"{stem}.md", "w") as fh:
         fh.write("# The atlas path: cosine neighbours for both steps of balanced statistics\n\n")
         fh.write(
             f"Splits: {splits}; seeds {seeds}. `{ATLAS}`: SCALEX (package defaults) embedded "
@@ -268,11 +270,12 @@ def write_report(atlas: pd.DataFrame, table: pd.DataFrame, out: Path) -> None:
         fh.write("## Jobs\n\n")
         fh.write(
             "`reference_max_abs_difference`: largest difference between the retrained "
-            "reference embedding and the one cached by `label_metric.py` (0: the same model).\n\n"
+            "reference embedding and the one cached by `label_metric.py` (0: the same model). "
+            "Jobs scored in this run only.\n\n"
         )
         jobs = atlas.loc[atlas["method"] == ATLAS, ["split", "seed", *JOB_COLUMNS]]
         fh.write(jobs.to_markdown(index=False, floatfmt=".3g") + "\n\n")
-        fh.write(notes_and_provenance(out, "label_metric"))
+        fh.write(notes_and_provenance(out, "label_metric" if stem == STEM else stem))
 
 
 def main() -> None:
@@ -280,10 +283,26 @@ def main() -> None:
     add_cache_arguments(parser)
     parser.set_defaults(cache=CACHE, seeds=[1, 2, 0])
     parser.add_argument("--iterations", type=int, default=None, help="override (smoke runs)")
+    parser.add_argument(
+        "--peers",
+        nargs="+",
+        type=Path,
+        default=[RESULTS / "label_metric.csv"],
+        help="label_metric.py tables holding the same jobs' scArches and second-run rows",
+    )
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        default=None,
+        help="an earlier label_atlas.csv whose rows of jobs not cached here are kept",
+    )
+    parser.add_argument("--stem", default=STEM, help="name of the report")
     args = parser.parse_args()
     atlas = sweep_table(args, score, ".atlas.csv", run_job, {"iterations": args.iterations})
-    table = with_peers(atlas, pd.read_csv(RESULTS / "label_metric.csv"))
-    write_report(atlas, table, args.out)
+    peers = pd.concat([pd.read_csv(path) for path in args.peers], ignore_index=True)
+    peers = peers.drop_duplicates(["split", "seed", "method", "metric"], keep="last")
+    table = with_previous(with_peers(atlas, peers), args.previous)
+    write_report(atlas, table, args.out, args.stem)
     print(table.groupby(["method", "metric"], sort=False)["macro_f1"].mean().to_string())
 
 

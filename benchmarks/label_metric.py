@@ -32,6 +32,7 @@ from label_rules import (
     add_cache_arguments,
     paired_differences,
     sweep_table,
+    with_previous,
     write_sweep_report,
 )
 from label_rules import score as score_rules
@@ -117,7 +118,7 @@ def rule_reading(table: pd.DataFrame) -> str:
     )
 
 
-def write_report(table: pd.DataFrame, out: Path) -> None:
+def write_report(table: pd.DataFrame, out: Path, stem: str = "label_metric") -> None:
     texts = {
         "title": "Euclidean or cosine neighbours for label transfer",
         "intro": "SCALEX (package defaults, running and balanced encoder statistics) and "
@@ -130,18 +131,23 @@ def write_report(table: pd.DataFrame, out: Path) -> None:
         "against": "Splits where SCALEX's mean macro-F1 is at least scArches' (same metric)",
         "difference_column": "macro_f1_minus_euclidean",
     }
-    write_sweep_report(
-        table, out, "label_metric", "metric", DEFAULT, texts, extra=rule_reading(table)
-    )
+    write_sweep_report(table, out, stem, "metric", DEFAULT, texts, extra=rule_reading(table))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_cache_arguments(parser)
     parser.set_defaults(cache=CACHE)
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        default=None,
+        help="an earlier label_metric.csv whose rows of jobs not cached here are kept",
+    )
+    parser.add_argument("--stem", default="label_metric", help="name of the report")
     args = parser.parse_args()
-    table = sweep_table(args, score, ".metric.csv")
-    write_report(table, args.out)
+    table = with_previous(sweep_table(args, score, ".metric.csv"), args.previous)
+    write_report(table, args.out, args.stem)
     print(table.groupby(["method", "metric"], sort=False)["macro_f1"].mean().to_string())
 
 

@@ -280,6 +280,18 @@ def write_sweep_report(
         fh.write(notes_and_provenance(out, stem))
 
 
+def with_previous(table: pd.DataFrame, previous: Path | None) -> pd.DataFrame:
+    """``table`` and, from an earlier report's table (a CSV at ``previous``), the rows of the
+    (split, seed) jobs ``table`` lacks: seeds or splits added to a report whose earlier jobs are
+    not cached on this machine."""
+    if previous is None:
+        return table
+    earlier = pd.read_csv(previous)
+    jobs = table[["split", "seed"]].drop_duplicates()
+    missing = earlier.merge(jobs, on=["split", "seed"], how="left", indicator=True)["_merge"]
+    return pd.concat([earlier[(missing == "left_only").to_numpy()], table], ignore_index=True)
+
+
 def splits_and_seeds(table: pd.DataFrame) -> tuple[str, str]:
     """The splits (in table order) and the seeds of a scored table, for a report's header."""
     splits = ", ".join(dict.fromkeys(table["split"]))
