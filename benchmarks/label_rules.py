@@ -293,9 +293,17 @@ def with_previous(table: pd.DataFrame, previous: Path | None) -> pd.DataFrame:
 
 
 def splits_and_seeds(table: pd.DataFrame) -> tuple[str, str]:
-    """The splits (in table order) and the seeds of a scored table, for a report's header."""
-    splits = ", ".join(dict.fromkeys(table["split"]))
-    return splits, ", ".join(str(s) for s in sorted(table["seed"].unique()))
+    """The splits (in table order) and the seeds of a scored table, for a report's header;
+    where the splits have different seeds, each set of seeds with the splits it covers."""
+    seeds = table.groupby("split", sort=False)["seed"].agg(
+        lambda s: ", ".join(map(str, sorted(s.unique())))
+    )
+    if seeds.nunique() > 1:
+        groups = seeds.groupby(seeds, sort=False).groups
+        text = "; ".join(f"{each} on {', '.join(splits)}" for each, splits in groups.items())
+    else:
+        text = seeds.iloc[0]
+    return ", ".join(seeds.index), text
 
 
 def write_report(table: pd.DataFrame, out: Path) -> None:

@@ -30,6 +30,7 @@ from balanced_speed import RUNNING as SPEED_RUNNING
 from balanced_speed import SCARCHES as SPEED_SCARCHES
 from label_atlas import ATLAS, DRAW
 from label_metric import split_means
+from label_rules import splits_and_seeds
 from panel import ORIGINAL, PER_BATCH, seed_table, time_to_quality_over_seeds, totals_by_base
 from projection_seeds import SCARCHES, summarise
 
@@ -365,23 +366,12 @@ def _atlas_row(table: pd.DataFrame, method: str, statistics: str) -> dict:
     return {
         "target": "macro-F1 ≥ scArches' on the majority of splits",
         "setting": f"Atlas: {statistics}, cosine neighbours (both methods)",
-        "measured": f"means over seeds {_seeds_text(table)}: "
+        "measured": f"means over seeds {splits_and_seeds(table)[1]}: "
         + ", ".join(
             f"{split} {atlas[split]:.3f} vs {scarches[split]:.3f}" for split in atlas.index
         ),
         "met": f"{int((atlas >= scarches).sum())} of {len(atlas)} splits",
     }
-
-
-def _seeds_text(table: pd.DataFrame) -> str:
-    """The seeds of a scored table, with the splits they cover where these differ."""
-    seeds = table.groupby("split", sort=False)["seed"].agg(
-        lambda s: ", ".join(map(str, sorted(s.unique())))
-    )
-    if seeds.nunique() == 1:
-        return seeds.iloc[0]
-    groups = seeds.groupby(seeds, sort=False).groups
-    return "; ".join(f"{seed_list} on {', '.join(splits)}" for seed_list, splits in groups.items())
 
 
 def _time_to_quality_row(ttq: pd.DataFrame, arm: str, budget: str | None, label: str) -> dict:
