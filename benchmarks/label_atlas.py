@@ -24,6 +24,10 @@ scored once (``*.atlas.csv`` beside it, ``--rescore`` to redo). Writes
 benchmarks/results/label_atlas.{md,csv}.
 
     python benchmarks/label_atlas.py --seeds 1 2 0 [--report]
+
+Seeds added later to a report whose earlier jobs are not cached here: ``--previous`` (its
+table) keeps their rows, ``--peers`` names the ``label_metric.py`` tables with the new jobs'
+scArches rows, ``--stem`` names the new report (``Makefile``'s ``bench`` target has an example).
 """
 
 from __future__ import annotations
@@ -268,12 +272,14 @@ def write_report(atlas: pd.DataFrame, table: pd.DataFrame, out: Path, stem: str 
         fh.write(rule_reading(table))
         fh.write(draw_reading(table))
         fh.write("## Jobs\n\n")
+        jobs = atlas.loc[atlas["method"] == ATLAS, ["split", "seed", *JOB_COLUMNS]]
+        kept = table[["split", "seed"]].drop_duplicates().shape[0] - len(jobs)
         fh.write(
             "`reference_max_abs_difference`: largest difference between the retrained "
-            "reference embedding and the one cached by `label_metric.py` (0: the same model). "
-            "Jobs scored in this run only.\n\n"
+            "reference embedding and the one cached by `label_metric.py` (0: the same model)."
+            + (f" The {kept} jobs kept from an earlier table are not listed." if kept else "")
+            + "\n\n"
         )
-        jobs = atlas.loc[atlas["method"] == ATLAS, ["split", "seed", *JOB_COLUMNS]]
         fh.write(jobs.to_markdown(index=False, floatfmt=".3g") + "\n\n")
         fh.write(notes_and_provenance(out, "label_metric" if stem == STEM else stem))
 

@@ -360,8 +360,8 @@ def _draw_speed_row(speed: pd.DataFrame, projection: pd.DataFrame) -> dict:
 
 def _atlas_row(table: pd.DataFrame, method: str, statistics: str) -> dict:
     """The macro-F1 target for an atlas with cosine neighbours and balanced statistics
-    (``label_atlas.csv``, ``method``): per split, its mean over seeds against scArches' with
-    cosine neighbours, the same jobs."""
+    (``label_atlas.csv`` or ``label_atlas_pbmc_seeds.csv``, ``method``): per split, its mean
+    over seeds against scArches' with cosine neighbours, the same jobs."""
     atlas, scarches = split_means(table, method)
     return {
         "target": "macro-F1 ≥ scArches' on the majority of splits",
