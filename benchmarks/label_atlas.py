@@ -26,7 +26,7 @@ benchmarks/results/label_atlas.{md,csv}.
     python benchmarks/label_atlas.py --seeds 1 2 0 [--report]
 
 Seeds added later to a report whose earlier jobs are not cached here: ``--previous`` (its
-table) keeps their rows, ``--peers`` names the ``label_metric.py`` tables with the new jobs'
+table) keeps their rows, ``--peers`` names the ``label_metric.py`` table with the new jobs'
 scArches rows, ``--stem`` names the new report (``Makefile``'s ``bench`` target has an example).
 """
 
@@ -291,10 +291,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="override (smoke runs)")
     parser.add_argument(
         "--peers",
-        nargs="+",
         type=Path,
-        default=[RESULTS / "label_metric.csv"],
-        help="label_metric.py tables holding the same jobs' scArches and second-run rows",
+        default=RESULTS / "label_metric.csv",
+        help="the label_metric.py table holding the same jobs' scArches and second-run rows",
     )
     parser.add_argument(
         "--previous",
@@ -305,9 +304,7 @@ def main() -> None:
     parser.add_argument("--stem", default=STEM, help="name of the report")
     args = parser.parse_args()
     atlas = sweep_table(args, score, ".atlas.csv", run_job, {"iterations": args.iterations})
-    peers = pd.concat([pd.read_csv(path) for path in args.peers], ignore_index=True)
-    peers = peers.drop_duplicates(["split", "seed", "method", "metric"], keep="last")
-    table = with_previous(with_peers(atlas, peers), args.previous)
+    table = with_previous(with_peers(atlas, pd.read_csv(args.peers)), args.previous)
     write_report(atlas, table, args.out, args.stem)
     print(table.groupby(["method", "metric"], sort=False)["macro_f1"].mean().to_string())
 

@@ -287,9 +287,9 @@ def with_previous(table: pd.DataFrame, previous: Path | None) -> pd.DataFrame:
     if previous is None:
         return table
     earlier = pd.read_csv(previous)
-    jobs = table[["split", "seed"]].drop_duplicates()
-    missing = earlier.merge(jobs, on=["split", "seed"], how="left", indicator=True)["_merge"]
-    return pd.concat([earlier[(missing == "left_only").to_numpy()], table], ignore_index=True)
+    scored = pd.MultiIndex.from_frame(table[["split", "seed"]])
+    kept = earlier[~pd.MultiIndex.from_frame(earlier[["split", "seed"]]).isin(scored)]
+    return pd.concat([kept, table], ignore_index=True)
 
 
 def splits_and_seeds(table: pd.DataFrame) -> tuple[str, str]:
