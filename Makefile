@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tutorials
 	$(BIN)/ruff format --check src tests benchmarks tutorials
 
-BENCHMARKS ?= speed original_checkpoint query_model decoder_bias_init scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration label_rules label_neighbors projection_budgets projection_encoder_norm encoder_statistics query_scaling novel_types panel atac partial_overlap kl_weight decoder_scale kl_centring kl_warmup kl_cooldown kl_within lr_schedule
+BENCHMARKS ?= speed step_profile original_checkpoint query_model decoder_bias_init scaling early_stopping throughput backed_map atlas_growth projection projection_types projection_seeds label_threshold label_calibration label_rules label_neighbors projection_budgets projection_encoder_norm encoder_statistics query_scaling novel_types panel atac partial_overlap kl_weight decoder_scale kl_centring kl_warmup kl_cooldown kl_within lr_schedule
 # further SCALEX rows appended to the panel (see benchmarks/results/panel.md)
 PANEL_EXTRA = "--datasets pbmc_ifnb --add-budgets 6000" \
 	"--add-budgets 1000 2000 4000 8000 --batch-norm running per_batch --lr 1e-3" \

@@ -13,6 +13,7 @@ Then ``torch.profiler`` over ``--profile-steps`` steps of the bare loop: each op
 share of the step's CPU time. Writes benchmarks/results/step_profile.{md,csv}.
 
     python benchmarks/step_profile.py [--iterations 1000] [--repeats 2] [--profile-steps 200]
+    python benchmarks/step_profile.py --report  # rewrite the report from the CSV (and notes)
 """
 
 from __future__ import annotations
@@ -145,14 +146,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--profile-steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="rewrite the report from the CSV, no runs (give the run's other options)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
+    if args.report:
+        write_report(pd.read_csv(RESULTS / "step_profile.csv"), args)
+        return
     table = pd.DataFrame(
         [run_dataset(n, args.iterations, args.repeats, args.profile_steps) for n in args.datasets]
     )
     table.to_csv(RESULTS / "step_profile.csv", index=False)
+    write_report(table, args)
+    print(table.to_string())
+
+
+def write_report(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    """step_profile.md: the table, then the notes (decision rule, reading) and provenance."""
     with open(RESULTS / "step_profile.md", "w") as fh:
         fh.write("# Where a training step's time goes\n\n")
         fh.write(
@@ -163,7 +178,6 @@ def main() -> None:
         )
         fh.write(table.to_markdown(index=False, floatfmt=".3g") + "\n\n")
         fh.write(notes_and_provenance(RESULTS, "step_profile"))
-    print(table.to_string())
 
 
 if __name__ == "__main__":
