@@ -19,6 +19,7 @@ share of the step's CPU time. Writes benchmarks/results/step_profile.{md,csv}.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import time
 
@@ -31,6 +32,7 @@ from scvi import REGISTRY_KEYS
 from torch.profiler import ProfilerActivity, profile
 
 import scalex_scvi as sx
+from scalex_scvi.model._model import DEFAULT_WEIGHT_DECAY
 from scalex_scvi.model._optim import adam_creator
 
 from _common import RESULTS, notes_and_provenance, read
@@ -38,7 +40,7 @@ from scaling import DATASETS
 
 WAYS = ("model.train()", 'model.train(precision="bf16-mixed")', "bare PyTorch loop")
 BATCH_SIZE = 64
-LR, WEIGHT_DECAY = 2e-4, 5e-4  # the package's defaults (SCALEX.train)
+LR = inspect.signature(sx.SCALEX.train).parameters["lr"].default  # the package's default
 # operator groups of the profile, by the names torch.profiler gives them
 GROUPS = {
     "matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
@@ -75,7 +77,7 @@ class BareLoop:
         )
         batch = model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
         self.batch = torch.as_tensor(np.asarray(batch), dtype=torch.long).reshape(-1, 1)
-        self.optimizer = adam_creator(lr=LR, weight_decay=WEIGHT_DECAY, eps=1e-8)(
+        self.optimizer = adam_creator(lr=LR, weight_decay=DEFAULT_WEIGHT_DECAY, eps=1e-8)(
             self.module.parameters()
         )
         self.generator = torch.Generator().manual_seed(0)
