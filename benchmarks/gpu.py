@@ -23,9 +23,9 @@ import scvi
 import torch
 
 import scalex_scvi as sx
-from speed import ours as scalex_speed
 
 from _common import RESULTS, provenance, read
+from speed import ours as scalex_speed
 from throughput import resample
 
 NOTES_FILE = "gpu_notes.md"  # hand-written reading of the results, kept across runs

@@ -37,6 +37,7 @@ from scalex_scvi.model._optim import adam_creator
 
 from _common import RESULTS, notes_and_provenance, read
 from scaling import DATASETS
+from speed import ours
 
 WAYS = ("model.train()", 'model.train(precision="bf16-mixed")', "bare PyTorch loop")
 BATCH_SIZE = 64
@@ -53,16 +54,6 @@ def new_model(prepared) -> sx.SCALEX:
     adata = prepared.copy()
     sx.SCALEX.setup_anndata(adata, batch_key="batch")
     return sx.SCALEX(adata)
-
-
-def train_rate(prepared, iterations: int, **train_kwargs) -> float:
-    """Iterations per second of ``model.train()`` (Lightning set-up included)."""
-    model = new_model(prepared)
-    start = time.perf_counter()
-    model.train(
-        max_iterations=iterations, early_stopping=False, enable_progress_bar=False, **train_kwargs
-    )
-    return model.trainer.global_step / (time.perf_counter() - start)
 
 
 class BareLoop:
@@ -123,8 +114,10 @@ def run_dataset(name: str, iterations: int, repeats: int, profile_steps: int) ->
     prepared = sx.pp.preprocess(read(file), batch_key="batch", min_features=min_features)
     rates: dict[str, list[float]] = {way: [] for way in WAYS}
     for _ in range(repeats):
-        rates[WAYS[0]].append(train_rate(prepared, iterations))
-        rates[WAYS[1]].append(train_rate(prepared, iterations, precision="bf16-mixed"))
+        rates[WAYS[0]].append(ours(prepared, iterations)["iterations_per_s"])
+        rates[WAYS[1]].append(
+            ours(prepared, iterations, precision="bf16-mixed")["iterations_per_s"]
+        )
         rates[WAYS[2]].append(BareLoop(prepared).rate(iterations))
         print(name, {way: round(r[-1], 1) for way, r in rates.items()}, flush=True)
     shares = BareLoop(prepared).profile_shares(profile_steps)
